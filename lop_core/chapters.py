@@ -1,0 +1,44 @@
+"""What chapters call: load a finding's runs (paper-scale when committed, else quick) and describe them."""
+
+from __future__ import annotations
+
+from lop_core import runs
+from lop_core.config import PRESET_VALUES, ConfigError
+from lop_core.sweep import command, expand
+
+
+def pick_preset(sweep: str, preset: str = "auto", runs_dir=None) -> str:
+    """``auto``: ``paper`` when every paper-scale run of the sweep exists, else ``quick``."""
+    if preset != "auto":
+        return preset
+    paper = [c for p in expand(sweep, "paper") for c in p]
+    return "paper" if all(runs.is_done(runs.run_path(c, runs_dir)) for c in paper) else "quick"
+
+
+def load_finding(sweep: str, preset: str = "auto", runs_dir=None):
+    """Tidy metrics and summaries of a sweep's finished runs.
+
+    Returns:
+        ``(metrics, summaries, preset)``.
+
+    Raises:
+        RunError: a run is missing; the message names the command that makes it.
+    """
+    preset = pick_preset(sweep, preset, runs_dir)
+    cfgs = [c for p in expand(sweep, preset) for c in p]
+    metrics, summaries = runs.load(cfgs, runs_dir, command=command(sweep, preset))
+    return metrics, summaries, preset
+
+
+def preset_note(benchmark: str, preset: str) -> str:
+    """Caption text saying what a preset shortened relative to the paper's protocol."""
+    if preset not in PRESET_VALUES.get(benchmark, {}):
+        raise ConfigError(f"unknown preset {preset!r} for {benchmark}")
+    changed = PRESET_VALUES[benchmark][preset]
+    if not changed:
+        return f"`{preset}` preset: the paper's full protocol"
+    from lop_core.config import BENCHMARKS
+
+    paper = BENCHMARKS[benchmark]()
+    parts = [f"{k.replace('_', ' ')} {v:,} instead of {getattr(paper, k):,}" for k, v in changed.items()]
+    return f"`{preset}` preset, shortened for a CPU: " + ", ".join(parts)

@@ -1,0 +1,114 @@
+"""``python -m lop_core``: run experiments and sweeps from the shell.
+
+Commands:
+    run BENCHMARK [--preset P] [--method M] [--seeds 0-4] [--set name=value ...]
+    sweep NAME_OR_FILE ... [--preset P] [--notebook]
+    list  (benchmarks, presets, methods, sweeps)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lop_core import config
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="quick", help="smoke | quick | paper (default quick)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available) | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--runs-dir", default=None, help="run store (default: ./runs of the repository, or $LOP_RUNS)"
+    )
+    p.add_argument("--data", default=None, help="data root (default: $LOP_DATA or ~/.cache/lop_core/data)")
+    p.add_argument(
+        "--notebook",
+        action="store_true",
+        help="execute the experiment notebook through papermill and store it with the runs",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lop_core", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train the runs of one configuration (one run per seed)")
+    run.add_argument("benchmark", help=f"one of {sorted(config.BENCHMARKS)}")
+    run.add_argument("--method", default="base", help="plasticity method (see `list`)")
+    run.add_argument("--seeds", default="0", help="e.g. 0-4, 0,2,5 or [0, 1] (default 0)")
+    run.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a config field or method hyperparameter; repeatable",
+    )
+    _common(run)
+    sweep = sub.add_parser("sweep", help="make every missing run of sweep files")
+    sweep.add_argument(
+        "sweeps", nargs="+", help="sweep names (a1) or files (book/experiments/sweeps/a1.yaml)"
+    )
+    _common(sweep)
+    sub.add_parser("list", help="benchmarks, presets, methods and sweeps")
+    return parser
+
+
+def _execute(populations, args) -> None:
+    if args.notebook:
+        from lop_core.notebooks import execute_population
+
+        for cfgs in populations:
+            execute_population(cfgs, runs_dir=args.runs_dir, device=args.device, data_root=args.data)
+        return
+    from lop_core.experiment import run_or_load
+
+    for cfgs in populations:
+        run_or_load(
+            cfgs,
+            runs_dir=args.runs_dir,
+            device=args.device,
+            data_root=args.data,
+            progress=not args.no_progress,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            from lop_core.methods import METHODS
+            from lop_core.sweep import SWEEPS_DIR
+
+            print("benchmarks:", ", ".join(sorted(config.BENCHMARKS)))
+            print("presets:   ", ", ".join(config.PRESETS))
+            print("methods:   ", ", ".join(sorted(METHODS)))
+            print("sweeps:    ", ", ".join(sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))))
+            return 0
+        if args.command == "run":
+            overrides = config.parse_assignments(args.assignments)
+            seeds = config.parse_seeds(args.seeds)
+            cfgs = [
+                config.resolve(args.benchmark, args.preset, seed=s, method=args.method, **overrides)
+                for s in seeds
+            ]
+            populations = [cfgs]
+        else:
+            from lop_core.sweep import expand
+
+            populations = [p for name in args.sweeps for p in expand(name, args.preset)]
+        from lop_core.runs import run_path
+
+        done = sum(1 for p in populations for c in p if (run_path(c, args.runs_dir) / "DONE").is_file())
+        total = sum(len(p) for p in populations)
+        print(f"{total} runs ({done} already done) in {len(populations)} population(s)", file=sys.stderr)
+        _execute(populations, args)
+        for cfgs in populations:
+            for c in cfgs:
+                print(run_path(c, args.runs_dir))
+        return 0
+    except (config.ConfigError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

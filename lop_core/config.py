@@ -1,0 +1,251 @@
+"""Experiment configuration: dataclasses, presets and validation.
+
+A *config* describes exactly one run (one seed). It is resolved from a benchmark, a preset and
+overrides, validated before anything is written, and hashed to name the run's folder. Presets are
+the three speeds of every experiment: ``smoke`` (seconds, CI), ``quick`` (CPU minutes, what the
+book shows when no paper-scale runs exist) and ``paper`` (the paper's full protocol, GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lop_core.errors import ConfigError
+from lop_core.methods import METHODS, method_defaults
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu")
+OPTIMIZERS = ("sgdw", "adamw")
+PRESETS = ("smoke", "quick", "paper")
+
+
+@dataclass
+class PermutedMNISTConfig:
+    """One run of online permuted MNIST (reference_code.md §1).
+
+    Attributes:
+        preset: which preset the values came from (a label for captions; it is hashed too).
+        seed: the run's seed; it decides the initial weights, the permutations, the example order
+            and every random choice of the method.
+        method: plasticity method (``lop_core.methods.METHODS``).
+        method_args: the method's hyperparameters, paper names (filled with its defaults).
+        width: hidden units per layer, ``h``.
+        depth: number of hidden layers (3 in the paper).
+        activation: hidden nonlinearity.
+        layer_norm: layer norm after the activation of every hidden layer (post-activation LN).
+        optimizer: ``sgdw`` (SGD with decoupled multiplicative decay) or ``adamw``.
+        step_size: learning rate alpha.
+        momentum: SGDW momentum, or Adam's beta1.
+        beta2: Adam's beta2.
+        l2_factor: decoupled per-step shrink lambda: theta <- (1 - lambda) theta (§1.6).
+        num_tasks: number of permutations.
+        examples_per_task: training examples seen per task (60,000 = one epoch of MNIST).
+        batch_size: examples per SGD step (30 in the paper).
+        probe_size: examples of the new task on which the correlates are measured at task start.
+    """
+
+    benchmark: str = "permuted_mnist"
+    preset: str = "paper"
+    seed: int = 0
+    method: str = "base"
+    method_args: dict[str, Any] = field(default_factory=dict)
+    width: int = 100
+    depth: int = 3
+    activation: str = "relu"
+    layer_norm: bool = False
+    optimizer: str = "sgdw"
+    step_size: float = 0.05
+    momentum: float = 0.0
+    beta2: float = 0.999
+    l2_factor: float = 0.0
+    num_tasks: int = 1000
+    examples_per_task: int = 60000
+    batch_size: int = 30
+    probe_size: int = 1500
+
+    @property
+    def steps_per_task(self) -> int:
+        return self.examples_per_task // self.batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+BENCHMARKS = {"permuted_mnist": PermutedMNISTConfig}
+
+# Values each preset changes from the dataclass defaults (which are the paper's protocol).
+PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
+    "permuted_mnist": {
+        "smoke": {"num_tasks": 3, "examples_per_task": 1200, "probe_size": 300},
+        "quick": {"num_tasks": 50},
+        "paper": {},
+    },
+}
+
+# Hyperparameters that may differ between the runs of one population (all others must agree).
+PER_RUN_FIELDS = ("seed", "step_size", "l2_factor", "momentum", "beta2")
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """Turn ``value`` (possibly a string from the command line) into ``kind`` or fail clearly."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        if kind is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        try:
+            number = float(text) if kind is not str else None
+        except ValueError:
+            raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}") from None
+        value = number
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if kind is int and (isinstance(value, bool) or not float(value).is_integer()):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if kind in (int, float) and not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return kind(value)
+
+
+def _field_types(cls: type) -> dict[str, type]:
+    types = {"int": int, "float": float, "bool": bool, "str": str}
+    return {f.name: types[f.type] for f in dataclasses.fields(cls) if f.type in types}
+
+
+def resolve(benchmark: str, preset: str = "quick", seed: int = 0, **overrides: Any):
+    """Build and validate the config of one run.
+
+    Args:
+        benchmark: a key of ``BENCHMARKS``.
+        preset: ``smoke``, ``quick`` or ``paper``.
+        seed: the run's seed.
+        **overrides: any config field, or any hyperparameter of the chosen method (paper names).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: an unknown name, a wrong type or an out-of-range value, naming the valid
+            choices. Nothing has been written when it is raised.
+    """
+    if benchmark not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {benchmark!r}; choose one of {sorted(BENCHMARKS)}")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
+    cls = BENCHMARKS[benchmark]
+    types = _field_types(cls)
+    values: dict[str, Any] = dict(PRESET_VALUES[benchmark][preset], preset=preset)
+    method = str(overrides.pop("method", "base"))
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    method_args = method_defaults(method)
+    method_args.update(overrides.pop("method_args", None) or {})
+    for name, value in overrides.items():
+        if name in method_args:
+            method_args[name] = value
+        elif name in types and name not in ("benchmark", "preset"):
+            values[name] = value
+        else:
+            valid = sorted(set(types) - {"benchmark", "preset"} | set(method_args))
+            raise ConfigError(f"unknown parameter {name!r} for {benchmark}/{method}; valid: {valid}")
+    defaults = method_defaults(method)
+    for name, value in method_args.items():
+        if name not in defaults:
+            raise ConfigError(f"unknown {method} parameter {name!r}; valid: {sorted(defaults)}")
+        method_args[name] = _coerce(name, value, type(defaults[name]))
+    values = {k: _coerce(k, v, types[k]) for k, v in values.items()}
+    cfg = cls(seed=_coerce("seed", seed, int), method=method, method_args=method_args, **values)
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: PermutedMNISTConfig) -> None:
+    """Check ranges and choices of a resolved config (see ``resolve``)."""
+    _check(cfg.activation in ACTIVATIONS, f"activation {cfg.activation!r}; choose one of {list(ACTIVATIONS)}")
+    _check(cfg.optimizer in OPTIMIZERS, f"optimizer {cfg.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+    _check(cfg.width >= 1, f"width must be a positive number of units, got {cfg.width}")
+    _check(1 <= cfg.depth <= 32, f"depth must be between 1 and 32 hidden layers, got {cfg.depth}")
+    _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    _check(cfg.step_size > 0, f"step_size must be > 0, got {cfg.step_size}")
+    _check(0 <= cfg.l2_factor < 1, f"l2_factor must be in [0, 1), got {cfg.l2_factor}")
+    _check(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
+    _check(0 <= cfg.beta2 < 1, f"beta2 must be in [0, 1), got {cfg.beta2}")
+    _check(cfg.num_tasks >= 1, f"num_tasks must be >= 1, got {cfg.num_tasks}")
+    _check(1 <= cfg.batch_size <= 60000, f"batch_size must be in [1, 60000], got {cfg.batch_size}")
+    _check(
+        cfg.batch_size <= cfg.examples_per_task <= 60000,
+        f"examples_per_task must be in [batch_size, 60000], got {cfg.examples_per_task}",
+    )
+    _check(2 <= cfg.probe_size <= 60000, f"probe_size must be in [2, 60000], got {cfg.probe_size}")
+    METHODS[cfg.method].validate(cfg)
+
+
+def config_hash(cfg) -> str:
+    """First 8 hex digits of the SHA-1 of the config's canonical JSON (sorted keys)."""
+    text = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def run_name(cfg) -> str:
+    """Folder name of a run: a readable prefix plus the config hash."""
+    return f"{cfg.method}-w{cfg.width}-s{cfg.seed}-{config_hash(cfg)}"
+
+
+def population_key(cfg) -> str:
+    """Configs with equal keys can train together in one population."""
+    shared = {k: v for k, v in cfg.to_dict().items() if k not in PER_RUN_FIELDS}
+    shared["method_args"] = sorted(shared["method_args"])  # values may differ per run
+    return json.dumps(shared, sort_keys=True)
+
+
+def parse_seeds(text: str | int | list) -> list[int]:
+    """Seeds from ``3``, ``"0-4"``, ``"0,2,5"``, ``"[0, 1]"`` or a list.
+
+    Raises:
+        ConfigError: the text is none of those forms, or a seed is negative.
+    """
+    if isinstance(text, int):
+        seeds = [text]
+    elif isinstance(text, (list, tuple)):
+        seeds = [_coerce("seeds", s, int) for s in text]
+    else:
+        body = str(text).strip().strip("[]")
+        seeds = []
+        for part in filter(None, (p.strip() for p in body.split(","))):
+            m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+            if m:
+                lo, hi = int(m.group(1)), int(m.group(2))
+                _check(lo <= hi, f"seed range {part!r} is empty")
+                seeds.extend(range(lo, hi + 1))
+            elif re.fullmatch(r"\d+", part):
+                seeds.append(int(part))
+            else:
+                raise ConfigError(f"seeds: expected e.g. 0-4, 0,2,5 or [0, 1]; got {text!r}")
+    _check(len(seeds) > 0, "seeds: at least one seed is needed")
+    _check(len(set(seeds)) == len(seeds), f"seeds: {seeds} repeats a seed")
+    _check(all(s >= 0 for s in seeds), f"seeds must be >= 0, got {seeds}")
+    return seeds
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``["width=10", "step_size=0.1"]`` -> ``{"width": "10", "step_size": "0.1"}``."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        _check(bool(sep) and bool(name.strip()), f"--set expects name=value, got {item!r}")
+        out[name.strip()] = value.strip()
+    return out

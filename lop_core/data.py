@@ -1,0 +1,112 @@
+"""Data: MNIST through torchvision from a data root, and the permuted-MNIST task stream.
+
+The data root is, in order: the ``root`` argument, the ``LOP_DATA`` environment variable, or
+``~/.cache/lop_core/data``. torchvision downloads MNIST there on a connected machine; on a
+machine without network, put the four ``MNIST/raw/*.gz`` files there (torchvision's layout).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class DataError(RuntimeError):
+    """A data set that is neither on disk nor downloadable."""
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder that holds (or will hold) the data sets."""
+    if root is None:
+        root = os.environ.get("LOP_DATA") or Path.home() / ".cache" / "lop_core" / "data"
+    return Path(root).expanduser()
+
+
+_MNIST_CACHE: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def load_mnist(root=None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST as tensors: images uint8 [N, 784] and labels int64 [N].
+
+    Raises:
+        DataError: the files are missing under ``root`` and cannot be downloaded.
+    """
+    root = data_root(root)
+    key = (str(root), train)
+    if key not in _MNIST_CACHE:
+        from torchvision.datasets import MNIST
+
+        try:
+            ds = MNIST(str(root), train=train, download=True)
+        except Exception as err:  # torchvision raises RuntimeError/URLError/OSError variously
+            raise DataError(
+                f"MNIST is not under {root / 'MNIST' / 'raw'} and could not be downloaded ({err}). "
+                "On a machine without network, copy the four MNIST .gz files there, or point "
+                "LOP_DATA at a folder that has MNIST/raw/."
+            ) from None
+        _MNIST_CACHE[key] = (ds.data.reshape(len(ds.data), -1), ds.targets.long())
+    return _MNIST_CACHE[key]
+
+
+def seeded_generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for one purpose (``stream``) of one run (``seed``).
+
+    Separate streams keep, e.g., the task sequence of a seed identical across methods.
+    """
+    return torch.Generator().manual_seed(seed * 1000 + stream)
+
+
+class PermutedMNIST:
+    """The permuted-MNIST task stream of a population of R runs.
+
+    Every run draws its own pixel permutation at the start of every task (the first task is
+    permuted too) and its own order of the 60,000 training images (reference_code.md §1.1).
+    Images stay on ``device``; a batch is gathered and permuted there in one indexing op.
+
+    Args:
+        seeds: one seed per run.
+        batch_size: examples per step.
+        device: where images, labels and batches live.
+        root: data root (see ``data_root``).
+    """
+
+    def __init__(self, seeds: list[int], batch_size: int, device="cpu", root=None):
+        images, labels = load_mnist(root)
+        self.images = images.to(device=device, dtype=torch.float32).div_(255.0)  # [N, 784] in [0, 1]
+        self.labels = labels.to(device)
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.generators = [seeded_generator(s, stream=1) for s in seeds]
+        self.perms: torch.Tensor | None = None  # [R, 784]
+        self.order: torch.Tensor | None = None  # [R, N]
+
+    def new_task(self) -> None:
+        """Draw every run's permutation and example order for the next task."""
+        n, d = self.images.shape
+        perms = [torch.randperm(d, generator=g) for g in self.generators]
+        order = [torch.randperm(n, generator=g) for g in self.generators]
+        self.perms = torch.stack(perms).to(self.device)
+        self.order = torch.stack(order).to(self.device)
+
+    def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # idx: [R, B] example indices -> x: [R, B, 784] permuted pixels, y: [R, B]
+        x = self.images[idx.unsqueeze(-1), self.perms.unsqueeze(1)]
+        return x, self.labels[idx]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``step`` (0-based, within the task) of every run."""
+        b = self.batch_size
+        return self._gather(self.order[:, step * b : (step + 1) * b])
+
+    def probe(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``size`` examples of the task, on which the correlates are measured."""
+        return self._gather(self.order[:, :size])
+
+    def state_dict(self) -> dict:
+        return {"generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for g, s in zip(self.generators, state["generators"], strict=True):
+            g.set_state(s)

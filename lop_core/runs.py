@@ -1,0 +1,180 @@
+"""The run store: ``runs/<benchmark>/<name>-<hash8>/`` folders, written by experiments, read by chapters.
+
+A run folder holds ``config.json`` (resolved), ``meta.json`` (versions, device, wall time,
+status), ``metrics.csv.gz`` (tidy: one row per task x metric x layer), ``summary.json``
+(headline numbers), the executed notebook when papermill made it, and ``DONE``, written last. A
+folder without ``DONE`` is incomplete: it is resumed by experiments and never read by chapters.
+Population checkpoints live in ``runs/<benchmark>/.checkpoints/`` (git-ignored) and are deleted
+once every run of the population is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import lop_core
+from lop_core.config import BENCHMARKS, ConfigError, run_name
+
+REPO = Path(lop_core.__file__).resolve().parents[1]
+
+
+class RunError(RuntimeError):
+    """A run folder that is missing, incomplete or corrupt."""
+
+
+def default_runs_dir(runs_dir=None) -> Path:
+    """``runs_dir``, else ``$LOP_RUNS``, else the repository's ``runs/``."""
+    return Path(runs_dir or os.environ.get("LOP_RUNS") or REPO / "runs")
+
+
+def run_path(cfg, runs_dir=None) -> Path:
+    return default_runs_dir(runs_dir) / cfg.benchmark / run_name(cfg)
+
+
+def is_done(path: Path) -> bool:
+    return (path / "DONE").is_file()
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file, fsync, then rename: readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _git_sha() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "lop_core"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return (
+            sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+            if sha.returncode == 0
+            else "unknown"
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def base_meta(device: torch.device, population: int) -> dict:
+    return {
+        "git_sha": _git_sha(),
+        "lop_core": lop_core.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device_name(device),
+        "population_size": population,
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "status": "running",
+    }
+
+
+def write_results(path: Path, rows: list[tuple], summary: dict, meta: dict) -> None:
+    """Write a finished run's metrics, summary and meta (not ``DONE``; see ``finalize``)."""
+    df = pd.DataFrame(rows, columns=["task", "metric", "layer", "value"])
+    df.to_csv(
+        path / "metrics.csv.gz", index=False, float_format="%.6g", compression={"method": "gzip", "mtime": 0}
+    )
+    write_json(path / "summary.json", summary)
+    write_json(path / "meta.json", meta)
+
+
+def finalize(path: Path) -> None:
+    """Mark a run complete; ``DONE`` is always the last file written."""
+    write_atomic(path / "DONE", "")
+
+
+def population_checkpoint(cfgs, runs_dir=None) -> Path:
+    """Where the population of ``cfgs`` keeps its resume state."""
+    key = hashlib.sha1("|".join(run_name(c) for c in cfgs).encode()).hexdigest()[:12]
+    return default_runs_dir(runs_dir) / cfgs[0].benchmark / ".checkpoints" / f"{key}.pt"
+
+
+def read_run(path: Path) -> tuple[dict, dict, pd.DataFrame]:
+    """(config, summary, metrics) of a finished run.
+
+    Raises:
+        RunError: the folder is not finished or a file in it is missing or unreadable.
+    """
+    path = Path(path)
+    if not is_done(path):
+        raise RunError(f"{path} is not a finished run (no DONE); run its experiment again to resume it")
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+        summary = json.loads((path / "summary.json").read_text())
+        metrics = pd.read_csv(path / "metrics.csv.gz", dtype={"layer": str})
+    except (OSError, ValueError, EOFError) as err:
+        raise RunError(
+            f"{path} is corrupt ({type(err).__name__}: {err}); delete it and run it again"
+        ) from None
+    missing = {"task", "metric", "layer", "value"} - set(metrics.columns)
+    if missing:
+        raise RunError(
+            f"{path}/metrics.csv.gz lacks columns {sorted(missing)}; delete the folder and run it again"
+        )
+    return cfg, summary, metrics
+
+
+def config_from_json(cfg: dict):
+    """Rebuild a config object from its ``config.json`` dict."""
+    if cfg.get("benchmark") not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {cfg.get('benchmark')!r}; choose one of {sorted(BENCHMARKS)}")
+    return BENCHMARKS[cfg["benchmark"]](**cfg)
+
+
+def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tidy metrics and summaries of the finished runs of ``cfgs``.
+
+    Returns:
+        ``(metrics, summaries)``: metrics has one row per run x task x metric x layer, with the
+        run's ``run``, ``method``, ``seed``, ``width``, ``layer_norm``, ``preset`` columns added;
+        summaries has one row per run.
+
+    Raises:
+        RunError: some runs are missing or unfinished; the message names the command that makes them.
+    """
+    paths = [run_path(c, runs_dir) for c in cfgs]
+    missing = [p for p in paths if not is_done(p)]
+    if missing:
+        how = f"\nMake them with:\n  {command}" if command else ""
+        names = ", ".join(p.name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise RunError(f"{len(missing)} of {len(paths)} runs are missing or unfinished ({names}).{how}")
+    frames, rows = [], []
+    for path in paths:
+        cfg, summary, metrics = read_run(path)
+        labels = {k: cfg[k] for k in ("method", "seed", "width", "layer_norm", "preset", "step_size")}
+        labels["run"] = path.name
+        frames.append(metrics.assign(**labels))
+        rows.append({**labels, **summary})
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(rows)

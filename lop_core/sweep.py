@@ -1,0 +1,74 @@
+"""Sweep files: the grid of runs behind a finding (``book/experiments/sweeps/<finding>.yaml``).
+
+A sweep file names a benchmark, the seeds per preset and a list of entries; an entry is a dict of
+parameter values (config fields or method hyperparameters), and a list value is a grid axis.
+Entries expand into configs, and configs that differ only in per-run fields (seed, step size,
+...) are grouped into one population: one notebook execution, one batched training.
+
+Example::
+
+    benchmark: permuted_mnist
+    seeds: {smoke: 0-1, quick: 0-4, paper: 0-9}
+    entries:
+      - {method: base, width: 100}
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import yaml
+
+from lop_core.config import ConfigError, parse_seeds, population_key, resolve
+from lop_core.runs import REPO
+
+SWEEPS_DIR = REPO / "book" / "experiments" / "sweeps"
+
+
+def sweep_path(name: str | Path) -> Path:
+    """A sweep file from a path or a bare finding name (``a1`` -> the sweeps folder's ``a1.yaml``)."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = SWEEPS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+        raise ConfigError(f"no sweep file {path}; known sweeps: {known}")
+    return path
+
+
+def read_sweep(name) -> dict:
+    """Parse and check a sweep file (safe YAML loader)."""
+    path = sweep_path(name)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("entries"), list) or "benchmark" not in spec:
+        raise ConfigError(f"{path}: expected a mapping with 'benchmark', 'seeds' and a list 'entries'")
+    spec["path"] = str(path)
+    return spec
+
+
+def expand(name, preset: str) -> list[list]:
+    """The populations (lists of configs) of a sweep at a preset; every config is validated."""
+    spec = read_sweep(name)
+    seeds_by_preset = spec.get("seeds", {})
+    if preset not in seeds_by_preset:
+        raise ConfigError(f"{spec['path']}: no seeds for preset {preset!r}; it has {sorted(seeds_by_preset)}")
+    groups: dict[str, list] = {}
+    for entry in spec["entries"]:
+        entry = dict(entry)
+        seeds = parse_seeds(entry.pop("seeds", seeds_by_preset[preset]))
+        axes = {k: v if isinstance(v, list) else [v] for k, v in entry.items()}
+        for values in itertools.product(*axes.values()):
+            params = dict(zip(axes, values, strict=True))
+            for seed in seeds:
+                cfg = resolve(spec["benchmark"], preset, seed=seed, **params)
+                groups.setdefault(population_key(cfg), []).append(cfg)
+    return list(groups.values())
+
+
+def command(name, preset: str) -> str:
+    """The shell command that makes a sweep's runs."""
+    return f"python -m lop_core sweep {name} --preset {preset}"

@@ -1,0 +1,179 @@
+"""The training loop of a population of permuted-MNIST runs (reference_code.md §1.2-§1.5).
+
+Per step: forward on every run's batch, online (pre-update) accuracy and loss, backward,
+optimizer step, then the method's ``after_step`` hook. Per task: at its start, before any training
+on it, the correlates are measured on a probe batch of the new task. Everything per step stays on
+the device; the per-task numbers are copied to the host once per task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+
+from lop_core import metrics
+from lop_core.data import PermutedMNIST, seeded_generator
+from lop_core.methods import METHODS
+from lop_core.models import PopulationMLP
+from lop_core.optim import SGDW, AdamW
+
+#: For each activation, how a unit counts as dead/frozen on the probe batch (§1.5, bug 2 fixed).
+_FROZEN_BOUNDS = {
+    "tanh": (-1.0, 1.0),
+    "sigmoid": (0.0, 1.0),
+    "gelu": (0.0, math.inf),
+    "silu": (0.0, math.inf),
+}
+
+
+def frozen_fraction(h: torch.Tensor, activation: str) -> torch.Tensor:
+    """Dead (ReLU family: exactly zero on every probe input) or saturated units, ``[...]``."""
+    if activation in _FROZEN_BOUNDS:
+        return metrics.saturated_fraction(h, *_FROZEN_BOUNDS[activation])
+    return metrics.dead_fraction(h)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``"auto"`` means CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Population:
+    """R runs of one architecture and method, trained in lockstep.
+
+    Args:
+        cfgs: the runs' configs; they must share a ``config.population_key``.
+        device: where to train (``"auto"``: CUDA if available).
+        data_root: MNIST root (see ``lop_core.data.data_root``).
+    """
+
+    def __init__(self, cfgs, device=None, data_root=None):
+        from lop_core.config import population_key
+
+        keys = {population_key(c) for c in cfgs}
+        if len(keys) != 1:
+            raise ValueError("a population needs configs that differ only in per-run fields")
+        self.cfgs = list(cfgs)
+        c = self.cfgs[0]
+        self.device = resolve_device(device)
+        seeds = [cfg.seed for cfg in self.cfgs]
+        self.stream = PermutedMNIST(seeds, c.batch_size, self.device, data_root)
+        init_gens = [seeded_generator(s, stream=0) for s in seeds]
+        self.model = PopulationMLP(
+            init_gens, 784, c.width, c.depth, 10, c.activation, c.layer_norm, self.device
+        )
+        params = [p for _, p in self.model.parameter_groups()]
+        lr = [cfg.step_size for cfg in self.cfgs]
+        l2 = [cfg.l2_factor for cfg in self.cfgs]
+        if c.optimizer == "sgdw":
+            self.optimizer = SGDW(params, lr, l2, momentum=[cfg.momentum for cfg in self.cfgs])
+        else:
+            betas = ([cfg.momentum for cfg in self.cfgs], [cfg.beta2 for cfg in self.cfgs])
+            self.optimizer = AdamW(params, lr, l2, betas=betas)
+        self.method_generators = [seeded_generator(s, stream=2) for s in seeds]
+        self.method = METHODS[c.method](self.model, self.optimizer, self.cfgs, self.method_generators)
+        self.task = 0  # the next task to train
+        self.rows: list[list[tuple]] = [[] for _ in self.cfgs]  # per run: (task, metric, layer, value)
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.cfgs)
+
+    def _record(self, task: int, metric: str, layer: str, values: torch.Tensor) -> None:
+        for run, v in enumerate(values.tolist()):
+            self.rows[run].append((task, metric, layer, float(v)))
+
+    @torch.no_grad()
+    def measure_correlates(self, task: int) -> None:
+        """The plasticity correlates at the start of ``task`` (§1.5): a probe batch of the task."""
+        c = self.cfgs[0]
+        x, _ = self.stream.probe(c.probe_size)
+        self.model(x)
+        feats = self.model.features  # depth x [R, P, width]
+        for k, h in enumerate(feats, start=1):
+            self._record(task, "dead_fraction", str(k), frozen_fraction(h, c.activation))
+        every = torch.cat(feats, dim=-1)  # [R, P, depth * width]
+        self._record(task, "dead_fraction", "all", frozen_fraction(every, c.activation))
+        self._record(task, "duplicate_fraction", "all", metrics.duplicate_fraction(every))
+        last = feats[-1]
+        self._record(task, "threshold_rank", str(c.depth), metrics.threshold_rank(last))
+        self._record(task, "effective_rank", str(c.depth), metrics.effective_rank(last))
+        self._record(task, "stable_rank", str(c.depth), metrics.stable_rank(last))
+        params = [p for _, p in self.model.parameter_groups()]
+        self._record(task, "weight_magnitude", "all", metrics.mean_abs(params))
+        if c.layer_norm:
+            self._record(task, "ln_gain_magnitude", "all", metrics.mean_abs(list(self.model.ln_gains)))
+
+    def train_task(self) -> dict[str, list[float]]:
+        """Train every run for one task; returns per-run online accuracy and loss of the task."""
+        c, t, r = self.cfgs[0], self.task, self.num_runs
+        self.stream.new_task()
+        self.measure_correlates(t)
+        self.method.on_task_start(t)
+        params = self.optimizer.params
+        sums = defaultdict(lambda: torch.zeros(r, device=self.device))
+        steps = c.steps_per_task
+        for s in range(steps):
+            x, y = self.stream.batch(s)  # [R, B, 784], [R, B]
+            self.optimizer.zero_grad()
+            logits = self.model(x)  # [R, B, 10]
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+            loss = loss.view(r, -1).mean(dim=1)  # [R] each run's own batch-mean loss
+            loss.sum().backward()  # runs are independent: d(sum)/d(theta_r) = d(loss_r)/d(theta_r)
+            with torch.no_grad():
+                sums["online_accuracy"] += (logits.argmax(-1) == y).float().mean(dim=1)
+                sums["online_loss"] += loss.detach()
+                sums["grad_magnitude"] += metrics.mean_abs([p.grad for p in params])
+            self.optimizer.step()
+            info = self.method.after_step(t * steps + s + 1)
+            for key, value in (info or {}).items():
+                sums[key] += value
+        out = {}
+        for key, total in sums.items():
+            mean = total / steps if key in ("online_accuracy", "online_loss", "grad_magnitude") else total
+            self._record(t, key, "all", mean)
+            out[key] = mean.tolist()
+        self.task += 1
+        return out
+
+    def summaries(self) -> list[dict[str, float]]:
+        """Headline numbers of every run from the rows recorded so far."""
+        out = []
+        for rows in self.rows:
+            acc = [v for (_, m, _, v) in rows if m == "online_accuracy"]
+            tail = acc[-max(1, len(acc) // 10) :]
+            out.append(
+                {
+                    "mean_online_accuracy": sum(acc) / len(acc),
+                    "first_task_accuracy": acc[0],
+                    "final_accuracy": sum(tail) / len(tail),
+                    "tasks_done": len(acc),
+                }
+            )
+        return out
+
+    def state_dict(self) -> dict:
+        return {
+            "task": self.task,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "stream": self.stream.state_dict(),
+            "method_generators": [g.get_state() for g in self.method_generators],
+            "rows": self.rows,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.task = state["task"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.stream.load_state_dict(state["stream"])
+        for g, s in zip(self.method_generators, state["method_generators"], strict=True):
+            g.set_state(s)
+        self.rows = [list(map(tuple, rows)) for rows in state["rows"]]

@@ -1,0 +1,86 @@
+"""The notebooks end to end: the experiment on the smoke preset, then the chapters on its runs."""
+
+import json
+from pathlib import Path
+
+import papermill
+import pytest
+
+from lop_core import runs
+
+REPO = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted(REPO.glob("book/[0-9][0-9]_*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory, data_root):
+    """Every sweep's smoke runs, made through the experiment notebooks (papermill)."""
+    from lop_core.cli import main
+
+    runs_dir = tmp_path_factory.mktemp("runs")
+    sweeps = sorted(str(p) for p in (REPO / "book/experiments/sweeps").glob("*.yaml"))
+    argv = [
+        "sweep",
+        *sweeps,
+        "--preset",
+        "smoke",
+        "--notebook",
+        "--runs-dir",
+        str(runs_dir),
+        "--data",
+        str(data_root),
+    ]
+    assert main(argv) == 0
+    return runs_dir
+
+
+def test_experiment_notebook_stores_itself_with_the_runs(smoke_runs):
+    folders = list((smoke_runs / "permuted_mnist").glob("base-*"))
+    assert folders
+    for folder in folders:
+        assert runs.is_done(folder)
+        nb = json.loads((folder / "notebook.ipynb").read_text())
+        tags = [t for c in nb["cells"] for t in c.get("metadata", {}).get("tags", [])]
+        assert "injected-parameters" in tags
+
+
+def test_experiment_notebook_with_papermill_parameters(tmp_path, data_root):
+    out = tmp_path / "out.ipynb"
+    params = {
+        "preset": "smoke",
+        "width": 10,
+        "seeds": "[0, 1]",
+        "runs_dir": str(tmp_path / "runs"),
+        "data_root": str(data_root),
+    }
+    papermill.execute_notebook(
+        str(REPO / "book/experiments/permuted_mnist.ipynb"),
+        str(out),
+        parameters=params,
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+    made = sorted(p.name for p in (tmp_path / "runs" / "permuted_mnist").iterdir())
+    assert len(made) == 2 and all(name.startswith("base-w10-s") for name in made)
+    assert all(runs.is_done(tmp_path / "runs" / "permuted_mnist" / name) for name in made)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_executes_on_smoke_runs(chapter, smoke_runs, tmp_path):
+    papermill.execute_notebook(
+        str(chapter),
+        str(tmp_path / chapter.name),
+        progress_bar=False,
+        parameters={"preset": "smoke", "runs_dir": str(smoke_runs)},
+        cwd=str(chapter.parent),
+    )
+
+
+def test_chapter_without_runs_names_the_command(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="lop_core sweep a1 --preset smoke"):
+        papermill.execute_notebook(
+            str(CHAPTERS[0]),
+            str(tmp_path / "x.ipynb"),
+            progress_bar=False,
+            parameters={"preset": "smoke", "runs_dir": str(tmp_path / "empty")},
+        )
