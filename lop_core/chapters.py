@@ -36,9 +36,9 @@ def preset_note(benchmark: str, preset: str) -> str:
         raise ConfigError(f"unknown preset {preset!r} for {benchmark}")
     changed = PRESET_VALUES[benchmark][preset]
     if not changed:
-        return f"`{preset}` preset: the paper's full protocol"
+        return f"{preset} preset: the paper's full protocol"
     from lop_core.config import BENCHMARKS
 
     paper = BENCHMARKS[benchmark]()
     parts = [f"{k.replace('_', ' ')} {v:,} instead of {getattr(paper, k):,}" for k, v in changed.items()]
-    return f"`{preset}` preset, shortened for a CPU: " + ", ".join(parts)
+    return f"{preset} preset, shortened for a CPU: " + ", ".join(parts)

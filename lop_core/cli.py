@@ -53,7 +53,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(sweep)
     sub.add_parser("list", help="benchmarks, presets, methods and sweeps")
+    bench = sub.add_parser("bench", help="training speed of populations against a plain PyTorch loop")
+    bench.add_argument("target", nargs="?", default="mlp", choices=["mlp"], help="what to time (mlp)")
+    bench.add_argument("--widths", default="10,100,1000", help="hidden widths (default 10,100,1000)")
+    bench.add_argument("--layer-norm", default="both", choices=["both", "off", "on"])
+    bench.add_argument("--methods", default="base,swr,cbp,redo", help="methods to attach")
+    bench.add_argument("--runs", default="1,8,32,128", help="population sizes R")
+    bench.add_argument("--budget", type=float, default=1.0, help="seconds timed per repeat")
+    bench.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
+    bench.add_argument("--out", default="bench.json", help="where to write the JSON table")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--data", default=None)
     return parser
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise config.ConfigError(f"--{name}: expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise config.ConfigError(f"--{name}: expected positive integers, got {text!r}")
+    return values
+
+
+def _bench(args) -> int:
+    from lop_core.bench import run_bench
+    from lop_core.methods import METHODS
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise config.ConfigError(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+    ln = {"both": (False, True), "off": (False,), "on": (True,)}[args.layer_norm]
+    run_bench(
+        _ints(args.widths, "widths"),
+        ln,
+        methods,
+        _ints(args.runs, "runs"),
+        args.device,
+        args.budget,
+        args.repeats,
+        args.data,
+        args.out,
+    )
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _execute(populations, args) -> None:
@@ -87,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             print("methods:   ", ", ".join(sorted(METHODS)))
             print("sweeps:    ", ", ".join(sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))))
             return 0
+        if args.command == "bench":
+            return _bench(args)
         if args.command == "run":
             overrides = config.parse_assignments(args.assignments)
             seeds = config.parse_seeds(args.seeds)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,6 +47,7 @@ def execute_population(cfgs, runs_dir=None, device="auto", data_root=None) -> No
     """
     import papermill
 
+    os.environ.setdefault("LOP_COMMAND", "python -m lop_core " + " ".join(sys.argv[1:]))
     todo = [c for c in cfgs if not runs.is_done(runs.run_path(c, runs_dir))]
     if not todo:
         return

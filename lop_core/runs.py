@@ -94,7 +94,8 @@ def base_meta(device: torch.device, population: int) -> dict:
         "python": platform.python_version(),
         "device": device_name(device),
         "population_size": population,
-        "command": " ".join(sys.argv),
+        # the sweep runner passes its own command line to the notebook kernels it starts
+        "command": os.environ.get("LOP_COMMAND") or " ".join(sys.argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "status": "running",
     }
