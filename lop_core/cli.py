@@ -27,6 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="execute the experiment notebook through papermill and store it with the runs",
     )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--compile", action="store_true", help="capture the training step with torch.compile")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +107,7 @@ def _execute(populations, args) -> None:
         from lop_core.notebooks import execute_population
 
         for cfgs in populations:
-            execute_population(cfgs, runs_dir=args.runs_dir, device=args.device, data_root=args.data)
+            execute_population(cfgs, args.runs_dir, args.device, args.data, compile=args.compile)
         return
     from lop_core.experiment import run_or_load
 
@@ -117,6 +118,7 @@ def _execute(populations, args) -> None:
             device=args.device,
             data_root=args.data,
             progress=not args.no_progress,
+            compile=args.compile,
         )
 
 

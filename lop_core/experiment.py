@@ -40,6 +40,7 @@ def run_or_load(
     progress=True,
     finalize=True,
     checkpoint_every: float = 300.0,
+    compile: bool = False,
 ) -> pd.DataFrame:
     """Make sure every run of ``cfgs`` exists in the store, training what is missing.
 
@@ -56,13 +57,14 @@ def run_or_load(
         finalize: write ``DONE``. The sweep runner passes False and finalizes after storing the
             executed notebook beside the results.
         checkpoint_every: seconds between checkpoints.
+        compile: capture the training step with ``torch.compile`` (see ``train.Population``).
 
     Returns:
         One row per run: its config labels and ``summary.json``.
     """
     todo = [c for c in cfgs if not runs.is_done(runs.run_path(c, runs_dir))]
     if todo:
-        _train(todo, runs_dir, device, data_root, progress, finalize, checkpoint_every)
+        _train(todo, runs_dir, device, data_root, progress, finalize, checkpoint_every, compile)
     rows = []
     for c in cfgs:
         path = runs.run_path(c, runs_dir)
@@ -71,11 +73,12 @@ def run_or_load(
     return pd.DataFrame(rows)
 
 
-def _train(cfgs, runs_dir, device, data_root, progress, finalize, checkpoint_every):
-    pop = Population(cfgs, device=device, data_root=data_root)
+def _train(cfgs, runs_dir, device, data_root, progress, finalize, checkpoint_every, compile):
+    pop = Population(cfgs, device=device, data_root=data_root, compile=compile)
     paths = [runs.run_path(c, runs_dir) for c in cfgs]
     ckpt = runs.population_checkpoint(cfgs, runs_dir)
     meta = runs.base_meta(pop.device, len(cfgs))
+    meta["compiled"] = compile
     wall_before = 0.0
     if ckpt.is_file():
         state = torch.load(ckpt, map_location=pop.device, weights_only=True)

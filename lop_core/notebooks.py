@@ -40,7 +40,7 @@ def strip_outputs(nb: dict) -> dict:
     return nb
 
 
-def execute_population(cfgs, runs_dir=None, device="auto", data_root=None) -> None:
+def execute_population(cfgs, runs_dir=None, device="auto", data_root=None, compile=False) -> None:
     """Run a population by executing ``book/experiments/<benchmark>.ipynb`` with papermill.
 
     The runs are finalized (``DONE``) only after the executed notebook is stored in each folder.
@@ -62,6 +62,7 @@ def execute_population(cfgs, runs_dir=None, device="auto", data_root=None) -> No
             device=device,
             data_root=str(data_root) if data_root else None,
             finalize=False,
+            compile=compile,
         )
         template = EXPERIMENTS / f"{group[0].benchmark}.ipynb"
         with tempfile.TemporaryDirectory() as tmp:

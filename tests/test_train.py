@@ -88,3 +88,15 @@ def test_mlp_init_and_forward_match_nn_linear():
         h = torch.nn.functional.layer_norm(h, (100,), model.ln_gains[k][1], model.ln_biases[k][1])
     ref = torch.nn.functional.linear(h, model.weights[3][1], model.biases[3][1])
     assert torch.allclose(out[1], ref, atol=1e-5)
+
+
+def test_compiled_step_computes_the_eager_numbers(data_root):
+    cfgs = _cfgs([0, 1], width=16, num_tasks=1, examples_per_task=300, probe_size=50)
+    eager = Population(cfgs, device="cpu", data_root=data_root)
+    captured = Population(cfgs, device="cpu", data_root=data_root, compile=True)
+    eager.train_task()
+    captured.train_task()
+    for a, b in zip(eager.rows, captured.rows, strict=True):
+        for (t1, m1, l1, v1), (t2, m2, l2, v2) in zip(a, b, strict=True):
+            assert (t1, m1, l1) == (t2, m2, l2)
+            assert math.isclose(v1, v2, rel_tol=1e-4, abs_tol=1e-5), (m1, v1, v2)
