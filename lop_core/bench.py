@@ -10,18 +10,20 @@ layers trained with ``torch.optim.SGD``, one model at a time, with the same onli
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lop_core import config
 from lop_core.data import PermutedMNIST
-from lop_core.runs import device_name
+from lop_core.runs import RunError, default_runs_dir, device_name
 from lop_core.train import Population, resolve_device
 
 
@@ -49,7 +51,9 @@ def _timed(step, device, budget: float, repeats: int, warmup: int) -> float:
     return statistics.median(rates)
 
 
-def population_rate(width, layer_norm, method, runs, device, budget, repeats, data_root=None) -> float:
+def population_rate(
+    width, layer_norm, method, runs, device, budget, repeats, data_root=None, compile=False
+) -> float:
     """Run-steps per second of a population of ``runs`` runs."""
     cfgs = [
         config.resolve(
@@ -63,7 +67,7 @@ def population_rate(width, layer_norm, method, runs, device, budget, repeats, da
         )
         for s in range(runs)
     ]
-    pop = Population(cfgs, device=device, data_root=data_root)
+    pop = Population(cfgs, device=device, data_root=data_root, compile=compile)
     pop.stream.new_task()
     sums = defaultdict(lambda: torch.zeros(runs, device=pop.device))
     steps = cfgs[0].steps_per_task
@@ -106,7 +110,8 @@ def run_bench(
     budget=1.0,
     repeats=3,
     data_root=None,
-    out: str | Path | None = "bench.json",
+    out: str | Path | None = None,
+    compile: bool = False,
     progress=print,
 ) -> dict:
     """Measure every combination; print a table and write it (with the device) to ``out``."""
@@ -131,7 +136,7 @@ def run_bench(
             progress(f"w={width:<5} ln={ln!s:<5} torch baseline     R=1   {base:10.1f} steps/s")
             for method in methods:
                 for r in populations:
-                    rate = population_rate(width, ln, method, r, dev, budget, repeats, data_root)
+                    rate = population_rate(width, ln, method, r, dev, budget, repeats, data_root, compile)
                     rows.append(
                         {
                             "width": width,
@@ -147,12 +152,37 @@ def run_bench(
                         f"({rate / base:5.2f}x baseline)"
                     )
     result = {
+        "compiled": compile,
         "device": device_name(dev),
         "torch": torch.__version__,
         "budget_s": budget,
         "repeats": repeats,
         "rows": rows,
     }
-    if out:
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(out) if out else default_output(dev)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    result["path"] = str(out)
     return result
+
+
+def default_output(device: torch.device, runs_dir=None) -> Path:
+    """``runs/bench/<device>.json``: one table per kind of device, read by the speed appendix."""
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+    return default_runs_dir(runs_dir) / "bench" / f"{slug}.json"
+
+
+def load(runs_dir=None) -> pd.DataFrame:
+    """Every committed benchmark table as one frame (a ``device`` column tells them apart).
+
+    Raises:
+        RunError: there is none; the message names the command that makes one.
+    """
+    files = sorted((default_runs_dir(runs_dir) / "bench").glob("*.json"))
+    if not files:
+        raise RunError("no benchmark tables in runs/bench; make one with: python -m lop_core bench")
+    frames = []
+    for f in files:
+        table = json.loads(f.read_text())
+        frames.append(pd.DataFrame(table["rows"]).assign(device=table["device"], torch=table["torch"]))
+    return pd.concat(frames, ignore_index=True)

@@ -62,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", default="1,8,32,128", help="population sizes R")
     bench.add_argument("--budget", type=float, default=1.0, help="seconds timed per repeat")
     bench.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
-    bench.add_argument("--out", default="bench.json", help="where to write the JSON table")
+    bench.add_argument("--out", default=None, help="JSON table (default: runs/bench/<device>.json)")
     bench.add_argument("--device", default="auto")
+    bench.add_argument("--compile", action="store_true", help="time populations captured with torch.compile")
     bench.add_argument("--data", default=None)
+    bench.add_argument("--runs-dir", default=None, help="run store whose bench/ folder gets the table")
     return parser
 
 
@@ -79,15 +81,16 @@ def _ints(text: str, name: str) -> list[int]:
 
 
 def _bench(args) -> int:
-    from lop_core.bench import run_bench
+    from lop_core.bench import default_output, run_bench
     from lop_core.methods import METHODS
+    from lop_core.train import resolve_device
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise config.ConfigError(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
     ln = {"both": (False, True), "off": (False,), "on": (True,)}[args.layer_norm]
-    run_bench(
+    result = run_bench(
         _ints(args.widths, "widths"),
         ln,
         methods,
@@ -96,9 +99,10 @@ def _bench(args) -> int:
         args.budget,
         args.repeats,
         args.data,
-        args.out,
+        args.out or default_output(resolve_device(args.device), args.runs_dir),
+        args.compile,
     )
-    print(f"wrote {args.out}")
+    print(f"wrote {result['path']}")
     return 0
 
 

@@ -13,6 +13,8 @@ from lop_core.cli import main
         (["run", "permuted_mnist", "--preset", "huge"], "smoke"),
         (["run", "permuted_mnist", "--seeds", "x"], "seeds"),
         (["sweep", "no_such_sweep"], "known sweeps"),
+        (["bench", "--methods", "magic"], "unknown methods"),
+        (["bench", "--runs", "0"], "positive"),
     ],
 )
 def test_bad_input_fails_before_anything_is_written(argv, needle, tmp_path, capsys):
@@ -46,3 +48,35 @@ def test_run_command_makes_runs(tmp_path, data_root, capsys):
 def test_list(capsys):
     assert main(["list"]) == 0
     assert "a1" in capsys.readouterr().out
+
+
+def test_bench_writes_a_table_with_the_baseline(tmp_path, data_root):
+    import json
+
+    out = tmp_path / "bench.json"
+    argv = [
+        "bench",
+        "--widths",
+        "10",
+        "--layer-norm",
+        "on",
+        "--methods",
+        "base",
+        "--runs",
+        "1,2",
+        "--budget",
+        "0.02",
+        "--repeats",
+        "1",
+        "--data",
+        str(data_root),
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    table = json.loads(out.read_text())
+    rows = {(r["method"], r["runs"]): r for r in table["rows"]}
+    assert set(rows) == {("torch_baseline", 1), ("base", 1), ("base", 2)}
+    assert rows["torch_baseline", 1]["ratio"] == 1.0
+    assert all(r["run_steps_per_s"] > 0 and r["layer_norm"] for r in table["rows"])
+    assert "cpu" in table["device"]

@@ -31,6 +31,26 @@ def smoke_runs(tmp_path_factory, data_root):
         str(data_root),
     ]
     assert main(argv) == 0
+    bench = [
+        "bench",
+        "--widths",
+        "10",
+        "--layer-norm",
+        "off",
+        "--methods",
+        "base",
+        "--runs",
+        "1,2",
+        "--budget",
+        "0.05",
+        "--repeats",
+        "1",
+        "--data",
+        str(data_root),
+        "--out",
+        str(runs_dir / "bench" / "cpu.json"),
+    ]
+    assert main(bench) == 0
     return runs_dir
 
 
