@@ -101,6 +101,14 @@ def baseline_rate(width, layer_norm, device, budget, repeats, data_root=None) ->
     return _timed(step, device, budget, repeats, warmup=20)
 
 
+#: On a CPU, populations whose parameters (all runs together) exceed this are not timed.
+CPU_MAX_PARAMS = 40_000_000
+
+
+def _mlp_params(width: int, depth: int = 3) -> int:
+    return (784 + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * 10
+
+
 def run_bench(
     widths=(10, 100, 1000),
     layer_norms=(False, True),
@@ -136,6 +144,11 @@ def run_bench(
             progress(f"w={width:<5} ln={ln!s:<5} torch baseline     R=1   {base:10.1f} steps/s")
             for method in methods:
                 for r in populations:
+                    if dev.type == "cpu" and r * _mlp_params(width) > CPU_MAX_PARAMS:
+                        progress(
+                            f"w={width:<5} ln={ln!s:<5} {method:<18} R={r:<4} skipped (too large for a CPU)"
+                        )
+                        continue
                     rate = population_rate(width, ln, method, r, dev, budget, repeats, data_root, compile)
                     rows.append(
                         {
