@@ -208,7 +208,10 @@ def run_name(cfg) -> str:
 def population_key(cfg) -> str:
     """Configs with equal keys can train together in one population."""
     shared = {k: v for k, v in cfg.to_dict().items() if k not in PER_RUN_FIELDS}
-    shared["method_args"] = sorted(shared["method_args"])  # values may differ per run
+    # numeric values may differ per run; string/bool choices (utility, pruning, ...) may not
+    shared["method_args"] = {
+        k: (v if isinstance(v, (str, bool)) else None) for k, v in sorted(shared["method_args"].items())
+    }
     return json.dumps(shared, sort_keys=True)
 
 

@@ -152,8 +152,9 @@ class Population:
         c, t = self.cfgs[0], self.task
         self.stream.new_task()
         self.measure_correlates(t)
-        self.method.on_task_start(t)
         sums = defaultdict(lambda: torch.zeros(self.num_runs, device=self.device))
+        for key, value in (self.method.on_task_start(t) or {}).items():
+            sums[key] += value
         steps = c.steps_per_task
         for s in range(steps):
             self.step(s, sums)

@@ -1,12 +1,26 @@
-"""Plasticity methods, one per file, behind one interface (``base.Method``)."""
+"""Plasticity methods, one per file, behind one interface (``base.Method``).
+
+``base`` (plain training), ``l2`` (decoupled weight decay), ``shrink_perturb``, ``l2_init``,
+``cbp`` (continual backpropagation), ``redo`` (recycling dormant units), ``swr`` (selective
+weight reinitialization) and ``reset`` (a fresh network at every task).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from lop_core.methods.base import Method
+from lop_core.methods.cbp import CBP
+from lop_core.methods.l2 import L2
+from lop_core.methods.l2_init import L2Init
+from lop_core.methods.redo import ReDo
+from lop_core.methods.reset import Reset
+from lop_core.methods.shrink_perturb import ShrinkPerturb
+from lop_core.methods.swr import SWR
 
-METHODS: dict[str, type[Method]] = {"base": Method}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (Method, L2, ShrinkPerturb, L2Init, CBP, ReDo, SWR, Reset)
+}
 
 
 def method_defaults(name: str) -> dict[str, Any]:

@@ -5,6 +5,10 @@ the population's runs. The training loop calls its hooks at fixed points; a hook
 *and* the matching optimizer state in place and returns a small dict of what it did (for example
 counts of reset units per layer) for logging. The plain learner ("base") is this class itself:
 every hook does nothing.
+
+Below the class are the small primitives the resetting methods share: argument checks, the
+choice of the lowest-utility entries, and reinitialization of masked entries from a parameter's
+initial distribution with every run drawing from its own generator.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from lop_core.errors import ConfigError
+from lop_core.optim import STATE_RESETS
 
 
 class Method:
@@ -34,6 +41,16 @@ class Method:
         self.optimizer = optimizer
         self.cfgs = cfgs
         self.generators = generators
+        #: (kind, layer) of every parameter in ``optimizer.params`` order (see ``init_dist``).
+        self.slots: list[tuple[str, int]] = []
+        if model is not None and optimizer is not None:
+            groups = model.parameter_groups()
+            if [id(p) for _, p in groups] != [id(p) for p in optimizer.params]:
+                raise ValueError("the optimizer must hold model.parameter_groups(), in that order")
+            seen: dict[str, int] = {}
+            for kind, _ in groups:
+                self.slots.append((kind, seen.get(kind, 0)))
+                seen[kind] = seen.get(kind, 0) + 1
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -57,3 +74,134 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    # ---- helpers for the methods ---------------------------------------------------------------
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.cfgs)
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """Every parameter in ``optimizer.params`` order: index i is the optimizer's slot i."""
+        return self.optimizer.params
+
+    def host_args(self, name: str) -> list:
+        """The hyperparameter ``name`` of every run as Python values (no device round trip)."""
+        return [cfg.method_args[name] for cfg in self.cfgs]
+
+    def shared_arg(self, name: str):
+        """A hyperparameter all runs of the population must share (the string choices)."""
+        values = set(self.host_args(name))
+        if len(values) != 1:
+            raise ValueError(f"the runs of one population must share {name!r}; got {sorted(values)}")
+        return values.pop()
+
+    def slot(self, kind: str, layer: int) -> int:
+        """Index in ``optimizer.params`` of the ``layer``-th parameter of ``kind`` (e.g. "bias", 2)."""
+        return self.slots.index((kind, layer))
+
+    def init_dist(self, index: int) -> tuple[float, float]:
+        """(mean, std) of the initial normal distribution of parameter ``index``.
+
+        Weights of layer k: N(0, ``model.stds[k]``); biases and layer-norm biases: 0; layer-norm
+        gains: 1 (reference_code.md §1.4 and §2.2).
+        """
+        kind, layer = self.slots[index]
+        if kind == "weight":
+            return 0.0, self.model.stds[layer]
+        return (1.0, 0.0) if kind == "ln_gain" else (0.0, 0.0)
+
+    def draw_normal(self, run: int, shape, mean: float, std: float) -> torch.Tensor:
+        """N(mean, std) float32 values from run ``run``'s own generator, on the CPU.
+
+        Every draw of run r comes from its own CPU generator, so run r draws exactly what it
+        would draw alone, whatever the population and the device.
+        """
+        out = torch.empty(shape)
+        return out.normal_(mean, std, generator=self.generators[run]) if std > 0 else out.fill_(mean)
+
+    def reset_optimizer_state(self, index: int, mask: torch.Tensor) -> None:
+        """Forget the optimizer state of the reinitialized entries ``mask`` of parameter ``index``,
+        as the method's ``state_reset`` says (``none`` is the reference's behaviour, §8 bug 6)."""
+        self.optimizer.reset_state(index, mask.expand_as(self.params[index]), self.shared_arg("state_reset"))
+
+    @staticmethod
+    def counts(values, like: torch.Tensor) -> torch.Tensor:
+        """Per-run counts [R] for the loop's metrics: float32 on ``like``'s device."""
+        return to_device(torch.as_tensor(values, dtype=torch.float32), like)
+
+
+def to_device(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Copy the host tensor ``t`` to ``like``'s device without making the host wait for the GPU.
+
+    On CUDA the copy goes through pinned memory with ``non_blocking=True`` (PyTorch's caching host
+    allocator keeps the pinned buffer alive until the copy is done), so the queued GPU work is not
+    drained; elsewhere it is a plain ``.to``.
+    """
+    if like.device.type == "cuda":
+        return t.pin_memory().to(like.device, non_blocking=True)
+    return t.to(like.device)
+
+
+# ---- argument checks -----------------------------------------------------------------------------
+
+
+def check(ok: bool, message: str) -> None:
+    """Raise ``ConfigError(message)`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_choice(cfg, name: str, choices) -> None:
+    """The string hyperparameter ``name`` of ``cfg`` must be one of ``choices``."""
+    value = cfg.method_args[name]
+    check(value in choices, f"{cfg.method}: {name} {value!r} is unknown; choose one of {list(choices)}")
+
+
+def check_state_reset(cfg) -> None:
+    check_choice(cfg, "state_reset", STATE_RESETS)
+
+
+# ---- selection and reinitialization primitives ---------------------------------------------------
+
+
+def lowest_first(utility: torch.Tensor, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices that sort every row of ``utility`` [R, N] ascending, ineligible entries last.
+
+    The sort is stable, so ties (many zero utilities, say) go to the lowest index, in a
+    population exactly as alone.
+    """
+    if eligible is not None:
+        utility = utility.masked_fill(~eligible, float("inf"))
+    return torch.argsort(utility, dim=-1, stable=True)
+
+
+def take_first(order: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Bool mask [R, N]: True at the first ``counts[r]`` entries of ``order[r]`` (no host sync)."""
+    ranks = torch.arange(order.shape[-1], device=order.device)
+    chosen = ranks < to_device(counts, order).unsqueeze(-1)  # [R, N]: True for ranks < counts[r]
+    return torch.zeros_like(chosen).scatter_(-1, order, chosen)
+
+
+@torch.no_grad()
+def fill_masked(method: Method, index: int, mask: torch.Tensor, counts: list[int], resample: bool = True):
+    """Reinitialize the entries ``mask`` of parameter ``index`` from its initial distribution.
+
+    Args:
+        method: gives the run generators and the parameter's initial distribution.
+        index: slot of the parameter in ``optimizer.params``.
+        mask: bool, broadcastable to the parameter; True where an entry is reinitialized.
+        counts: the number of True entries of every run (host ints): run r draws exactly that many.
+        resample: draw fresh values; ``False`` sets the distribution's mean (SWR's ``mean``).
+    """
+    p = method.params[index]
+    mean, std = method.init_dist(index)
+    mask = mask.expand_as(p)
+    if not resample or std == 0:
+        p.masked_fill_(mask, mean)
+        return
+    draws = [method.draw_normal(r, (c,), mean, std) for r, c in enumerate(counts) if c]
+    if draws:
+        # masked_scatter_ fills the True entries in row-major order: run 0's first, then run 1's...
+        p.masked_scatter_(mask, to_device(torch.cat(draws), p))
