@@ -24,8 +24,9 @@ data:
 runs: venv data
 	$(PY) -m lop_core sweep $(SWEEPS) --preset quick --notebook
 
+# --all: re-read every chapter, so figures follow new runs even when the chapter source did not change
 build: venv
-	.venv/bin/jupyter-book build . -W -n --keep-going
+	.venv/bin/jupyter-book build . --all -W -n --keep-going
 
 book: runs build
 
