@@ -30,15 +30,27 @@ def load_finding(sweep: str, preset: str = "auto", runs_dir=None):
     return metrics, summaries, preset
 
 
-def preset_note(benchmark: str, preset: str) -> str:
-    """Caption text saying what a preset shortened relative to the paper's protocol."""
+def preset_note(benchmark: str, preset: str, summaries=None) -> str:
+    """Caption text saying what a preset shortened relative to the paper's protocol.
+
+    Args:
+        benchmark: the benchmark name.
+        preset: the preset the runs were made with.
+        summaries: optional rows of the runs (``load_finding``); when given, the note states the
+            protocol values the runs actually used (a sweep file may shorten a preset further).
+    """
     if preset not in PRESET_VALUES.get(benchmark, {}):
         raise ConfigError(f"unknown preset {preset!r} for {benchmark}")
-    changed = PRESET_VALUES[benchmark][preset]
-    if not changed:
-        return f"{preset} preset: the paper's full protocol"
     from lop_core.config import BENCHMARKS
 
     paper = BENCHMARKS[benchmark]()
+    changed = dict(PRESET_VALUES[benchmark][preset])
+    if summaries is not None:
+        for key in ("num_tasks", "examples_per_task"):
+            if key in summaries.columns and summaries[key].nunique() == 1:
+                changed[key] = int(summaries[key].iloc[0])
+        changed = {k: v for k, v in changed.items() if v != getattr(paper, k)}
+    if not changed:
+        return f"{preset} preset: the paper's full protocol"
     parts = [f"{k.replace('_', ' ')} {v:,} instead of {getattr(paper, k):,}" for k, v in changed.items()]
     return f"{preset} preset, shortened for a CPU: " + ", ".join(parts)

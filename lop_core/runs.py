@@ -154,6 +154,10 @@ def config_from_json(cfg: dict):
     return BENCHMARKS[cfg["benchmark"]](**cfg)
 
 
+#: Config fields copied as columns into the tidy tables ``load`` returns.
+LABELS = ("method", "seed", "width", "layer_norm", "preset", "step_size", "num_tasks", "examples_per_task")
+
+
 def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tidy metrics and summaries of the finished runs of ``cfgs``.
 
@@ -174,7 +178,7 @@ def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame,
     frames, rows = [], []
     for path in paths:
         cfg, summary, metrics = read_run(path)
-        labels = {k: cfg[k] for k in ("method", "seed", "width", "layer_norm", "preset", "step_size")}
+        labels = {k: cfg[k] for k in LABELS}
         labels["run"] = path.name
         frames.append(metrics.assign(**labels))
         rows.append({**labels, **summary})

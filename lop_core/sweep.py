@@ -5,10 +5,14 @@ parameter values (config fields or method hyperparameters), and a list value is 
 Entries expand into configs, and configs that differ only in per-run fields (seed, step size,
 ...) are grouped into one population: one notebook execution, one batched training.
 
+An optional ``presets`` mapping shortens a preset further for this sweep only (values every entry
+gets at that preset, e.g. fewer tasks for the h=1000 network on a CPU); entry values win over it.
+
 Example::
 
     benchmark: permuted_mnist
     seeds: {smoke: 0-1, quick: 0-4, paper: 0-9}
+    presets: {quick: {num_tasks: 20}}
     entries:
       - {method: base, width: 100}
 """
@@ -46,6 +50,9 @@ def read_sweep(name) -> dict:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("entries"), list) or "benchmark" not in spec:
         raise ConfigError(f"{path}: expected a mapping with 'benchmark', 'seeds' and a list 'entries'")
+    presets = spec.get("presets") or {}
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ConfigError(f"{path}: 'presets' must map a preset name to a mapping of values")
     spec["path"] = str(path)
     return spec
 
@@ -56,9 +63,12 @@ def expand(name, preset: str) -> list[list]:
     seeds_by_preset = spec.get("seeds", {})
     if preset not in seeds_by_preset:
         raise ConfigError(f"{spec['path']}: no seeds for preset {preset!r}; it has {sorted(seeds_by_preset)}")
+    shortened = (spec.get("presets") or {}).get(preset, {})
     groups: dict[str, list] = {}
     for entry in spec["entries"]:
-        entry = dict(entry)
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{spec['path']}: every entry must be a mapping, got {entry!r}")
+        entry = {**shortened, **entry}
         seeds = parse_seeds(entry.pop("seeds", seeds_by_preset[preset]))
         axes = {k: v if isinstance(v, list) else [v] for k, v in entry.items()}
         for values in itertools.product(*axes.values()):
