@@ -168,6 +168,13 @@ def resolve(benchmark: str, preset: str = "quick", seed: int = 0, **overrides: A
     return cfg
 
 
+def default_config(benchmark: str, preset: str, method: str = "base"):
+    """The config a preset gives a method before any override (not validated: ``l2`` needs an
+    ``l2_factor`` its defaults do not set)."""
+    fields = dict(PRESET_VALUES[benchmark][preset], preset=preset)
+    return BENCHMARKS[benchmark](method=method, method_args=method_defaults(method), **fields)
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)

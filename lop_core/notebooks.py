@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from lop_core import runs
-from lop_core.config import resolve
+from lop_core.config import default_config
 
 EXPERIMENTS = runs.REPO / "book" / "experiments"
 
@@ -21,7 +21,7 @@ def notebook_parameters(cfgs) -> dict:
         other = {k: v for k, v in c.to_dict().items() if k != "seed"}
         if other != {k: v for k, v in first.items() if k != "seed"}:
             raise ValueError("a notebook execution takes runs that differ only in their seed")
-    default = resolve(cfgs[0].benchmark, cfgs[0].preset, seed=0, method=cfgs[0].method).to_dict()
+    default = default_config(cfgs[0].benchmark, cfgs[0].preset, cfgs[0].method).to_dict()
     overrides = {k: v for k, v in first.items() if k not in ("seed", "method_args") and v != default[k]}
     overrides.update({k: v for k, v in first["method_args"].items() if v != default["method_args"][k]})
     return {
