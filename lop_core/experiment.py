@@ -15,17 +15,31 @@ import torch
 from tqdm import tqdm
 
 from lop_core import runs
-from lop_core.train import Population
+
+#: The trainer class of each benchmark, as ``module:Class``. A trainer takes
+#: ``(cfgs, device=, data_root=, compile=)`` and has ``device``, ``task`` (units done), ``total``
+#: (units in a run), ``unit`` (a word for the progress bar), ``train_task()`` (one unit; returns a
+#: dict with ``online_accuracy``: one float per run), ``rows`` (tidy metric rows per run),
+#: ``summaries()``, ``state_dict()`` and ``load_state_dict()``.
+TRAINERS = {"permuted_mnist": "lop_core.train:Population"}
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
+def make_trainer(cfgs, **kwargs):
+    """The trainer of ``cfgs[0].benchmark`` for a population of runs (see ``TRAINERS``)."""
+    import importlib
+
+    module, _, name = TRAINERS[cfgs[0].benchmark].partition(":")
+    return getattr(importlib.import_module(module), name)(cfgs, **kwargs)
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool, unit: str = "task"):
     interactive = sys.stderr.isatty()
     # in a notebook executed by papermill every refresh becomes stored output: refresh rarely
     return tqdm(
         total=total,
         initial=initial,
         desc=desc,
-        unit="task",
+        unit=unit,
         disable=not enabled,
         mininterval=0.5 if interactive else 60.0,
         dynamic_ncols=interactive,
@@ -74,7 +88,7 @@ def run_or_load(
 
 
 def _train(cfgs, runs_dir, device, data_root, progress, finalize, checkpoint_every, compile):
-    pop = Population(cfgs, device=device, data_root=data_root, compile=compile)
+    pop = make_trainer(cfgs, device=device, data_root=data_root, compile=compile)
     paths = [runs.run_path(c, runs_dir) for c in cfgs]
     ckpt = runs.population_checkpoint(cfgs, runs_dir)
     meta = runs.base_meta(pop.device, len(cfgs))
@@ -88,10 +102,10 @@ def _train(cfgs, runs_dir, device, data_root, progress, finalize, checkpoint_eve
         path.mkdir(parents=True, exist_ok=True)
         runs.write_json(path / "config.json", cfg.to_dict())
         runs.write_json(path / "meta.json", meta)
-    total = cfgs[0].num_tasks
+    total = pop.total
     start, last_save = time.time(), time.time()
-    desc = f"{cfgs[0].method} w{cfgs[0].width} x{len(cfgs)} runs"
-    with _progress(total, pop.task, desc, progress) as bar:
+    desc = f"{runs.run_name(cfgs[0]).rsplit('-', 2)[0]} x{len(cfgs)} runs"
+    with _progress(total, pop.task, desc, progress, pop.unit) as bar:
         while pop.task < total:
             out = pop.train_task()
             accs = out["online_accuracy"]

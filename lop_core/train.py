@@ -89,6 +89,8 @@ class Population:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             self._forward_loss = torch.compile(self._eager_forward_loss, mode=mode, dynamic=False)
         self.task = 0  # the next task to train
+        self.total = cfgs[0].num_tasks  # tasks in a run
+        self.unit = "task"  # what one train_task() call trains (for progress bars)
         self.rows: list[list[tuple]] = [[] for _ in self.cfgs]  # per run: (task, metric, layer, value)
 
     @property
