@@ -5,6 +5,7 @@ import pytest
 
 from lop_core import config, experiment, runs
 from lop_core.runs import RunError
+from lop_core.train import Population
 
 
 def _cfgs(seeds, **kw):
@@ -50,7 +51,7 @@ def test_finished_runs_are_not_trained_again(tmp_path, data_root, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("trained a finished run")
 
-    monkeypatch.setattr(experiment, "Population", boom)
+    monkeypatch.setattr(experiment, "make_trainer", boom)
     experiment.run_or_load(cfgs, runs_dir=tmp_path, data_root=data_root, progress=False)
 
 
@@ -60,7 +61,7 @@ def test_resume_from_checkpoint_gives_the_same_numbers(tmp_path, data_root, monk
     experiment.run_or_load(cfgs, runs_dir=straight, data_root=data_root, progress=False)
 
     interrupted = tmp_path / "interrupted"
-    real = experiment.Population.train_task
+    real = Population.train_task
     calls = {"n": 0}
 
     def dying(self):
@@ -69,13 +70,13 @@ def test_resume_from_checkpoint_gives_the_same_numbers(tmp_path, data_root, monk
         calls["n"] += 1
         return real(self)
 
-    monkeypatch.setattr(experiment.Population, "train_task", dying)
+    monkeypatch.setattr(Population, "train_task", dying)
     with pytest.raises(KeyboardInterrupt):
         experiment.run_or_load(
             cfgs, runs_dir=interrupted, data_root=data_root, progress=False, checkpoint_every=0
         )
     assert not any(runs.is_done(runs.run_path(c, interrupted)) for c in cfgs)
-    monkeypatch.setattr(experiment.Population, "train_task", real)
+    monkeypatch.setattr(Population, "train_task", real)
     experiment.run_or_load(cfgs, runs_dir=interrupted, data_root=data_root, progress=False)
     for c in cfgs:
         a = pd.read_csv(runs.run_path(c, straight) / "metrics.csv.gz")
