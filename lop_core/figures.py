@@ -1,0 +1,159 @@
+"""Figures and tables the chapters share: curves per method over tasks, and per-method scores.
+
+Every function takes the tidy tables of ``chapters.load_finding`` (one row per run x task x
+metric x layer, with ``method``, ``seed``, ``width``, ``layer_norm`` ... columns) and draws with
+seaborn on a given axis, so a chapter composes its own figure and glues it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from lop_core.plotting import LABELS, METHOD_ORDER, method_palette
+
+#: Readable names of the recorded metrics (axis labels).
+METRIC_LABELS = {
+    "online_accuracy": "online accuracy",
+    "online_loss": "online loss",
+    "dead_fraction": "dead units (share)",
+    "duplicate_fraction": "duplicate units (share)",
+    "threshold_rank": "rank: 99% singular-value count",
+    "effective_rank": "effective rank",
+    "stable_rank": "stable rank ‖A‖²_F/‖A‖²_2",
+    "weight_magnitude": "mean |θ|",
+    "grad_magnitude": "mean |∇θ|",
+    "ln_gain_magnitude": "mean layer-norm gain |γ|",
+}
+
+
+def late_window(num_tasks: int) -> int:
+    """How many final tasks count as "late" for a run of ``num_tasks`` tasks: the last tenth."""
+    return max(1, int(num_tasks) // 10)
+
+
+def methods_in(frame: pd.DataFrame) -> list[str]:
+    """The methods of ``frame`` in the book's fixed order (unknown ones last, sorted)."""
+    present = set(frame["method"])
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def metric_frame(metrics: pd.DataFrame, metric: str, layer: str = "all", points: int = 100) -> pd.DataFrame:
+    """Rows of one metric, with tasks averaged into at most ``points`` bins per run.
+
+    Binning keeps a 1,000-task paper run readable: a bin's ``task`` is the mean of the tasks in it.
+    """
+    rows = metrics[(metrics.metric == metric) & (metrics.layer.astype(str) == str(layer))]
+    if rows.empty:
+        raise KeyError(
+            f"no {metric!r} (layer {layer}) in these runs; metrics: {sorted(metrics.metric.unique())}"
+        )
+    size = max(1, int(np.ceil((rows.task.max() + 1) / points)))
+    if size == 1:
+        return rows
+    rows = rows.assign(bin=rows.task // size)
+    keys = [c for c in rows.columns if c not in ("task", "value", "bin")]
+    out = rows.groupby([*keys, "bin"], dropna=False, as_index=False)[["task", "value"]].mean()
+    return out.drop(columns="bin")
+
+
+def curves(metrics: pd.DataFrame, metric: str, ax, layer: str = "all", legend: bool = True, **kwargs):
+    """One line per method (mean over seeds, ±1 standard error band) of ``metric`` against the task."""
+    data = metric_frame(metrics, metric, layer)
+    order = methods_in(data)
+    sns.lineplot(
+        data=data.assign(method=data.method.map(lambda m: LABELS.get(m, m))),
+        x="task",
+        y="value",
+        hue="method",
+        hue_order=[LABELS.get(m, m) for m in order],
+        palette={LABELS.get(m, m): c for m, c in method_palette(order).items()},
+        errorbar="se",
+        ax=ax,
+        **kwargs,
+    )
+    ax.set(xlabel="task (permutation)", ylabel=METRIC_LABELS.get(metric, metric))
+    if ax.get_legend() is not None:  # the handles stay on the axis for a figure-level legend
+        ax.get_legend().set_title(None)
+        if not legend:
+            ax.get_legend().remove()
+    return ax
+
+
+def _late_mean(values: pd.Series) -> float:
+    """Mean of the last tenth of a run's per-task values (``values`` in task order)."""
+    return float(values.iloc[-late_window(len(values)) :].mean())
+
+
+def late_values(metrics: pd.DataFrame, metric: str, layer: str = "all") -> pd.Series:
+    """Per run (index ``run``): ``metric`` averaged over the last tenth of the run's tasks."""
+    rows = metrics[(metrics.metric == metric) & (metrics.layer.astype(str) == str(layer))]
+    return rows.sort_values("task").groupby("run").value.agg(_late_mean).rename(metric)
+
+
+def spearman(a: pd.Series, b: pd.Series) -> float:
+    """Spearman rank correlation of two series over their common, non-missing index."""
+    pair = pd.concat([a, b], axis=1, join="inner").dropna()
+    return float(pair.iloc[:, 0].rank().corr(pair.iloc[:, 1].rank()))
+
+
+def run_scores(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per run: first-task, mean and late online accuracy (late: mean over the last tenth of tasks)."""
+    acc = metrics[metrics.metric == "online_accuracy"]
+    rows = []
+    for run, g in acc.groupby("run"):
+        g = g.sort_values("task")
+        late = _late_mean(g.value)
+        first = g.iloc[0]
+        rows.append(
+            {
+                "run": run,
+                "method": first.method,
+                "seed": first.seed,
+                "first": g.value.iloc[0],
+                "peak": g.value.max(),
+                "mean": g.value.mean(),
+                "late": late,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def method_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per method: number of runs, mean and late online accuracy (mean ± standard error over runs),
+    and the late accuracy relative to plain SGD's when SGD is among the methods."""
+    scores = run_scores(metrics)
+    out = scores.groupby("method").agg(
+        runs=("run", "size"),
+        mean=("mean", "mean"),
+        mean_se=("mean", "sem"),
+        late=("late", "mean"),
+        late_se=("late", "sem"),
+        first=("first", "mean"),
+    )
+    out = out.reindex(methods_in(scores))
+    if "base" in out.index:
+        out["late_vs_base"] = out.late - out.late.loc["base"]
+    return out
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``method_table`` as strings for a chapter (accuracy as mean ± SE, 3 decimals)."""
+    out = pd.DataFrame(index=[LABELS.get(m, m) for m in table.index])
+    out.index.name = "method"
+    out["runs"] = table.runs.to_numpy()
+    out["first task"] = [f"{v:.3f}" for v in table["first"]]
+    out["mean over tasks"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(table["mean"], table.mean_se, strict=True)]
+    out["last tenth of tasks"] = [
+        f"{m:.3f} ± {s:.3f}" for m, s in zip(table.late, table.late_se, strict=True)
+    ]
+    if "late_vs_base" in table:
+        out["vs SGD (last tenth)"] = [f"{v:+.3f}" for v in table.late_vs_base]
+    return out
+
+
+def ranking(table: pd.DataFrame, column: str = "late") -> str:
+    """Methods from best to worst by ``column``, e.g. "SWR (0.931) > CBP (0.930) > ..."."""
+    ordered = table[column].sort_values(ascending=False)
+    return " > ".join(f"{LABELS.get(m, m)} ({v:.3f})" for m, v in ordered.items())

@@ -1,0 +1,88 @@
+"""Chapter tables on constructed runs: late windows, per-method scores, binning, rank correlation."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from lop_core import figures  # noqa: E402
+
+
+def _runs(curves: dict[tuple[str, int], list[float]], metric="online_accuracy", layer="all"):
+    rows = []
+    for (method, seed), values in curves.items():
+        for task, v in enumerate(values):
+            rows.append(
+                {
+                    "run": f"{method}-{seed}",
+                    "method": method,
+                    "seed": seed,
+                    "task": task,
+                    "metric": metric,
+                    "layer": layer,
+                    "value": v,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_late_window_is_the_last_tenth_and_at_least_one_task():
+    assert figures.late_window(1000) == 100
+    assert figures.late_window(50) == 5
+    assert figures.late_window(3) == 1
+
+
+def test_method_table_by_hand():
+    # 20 tasks: the last tenth is the last 2 tasks
+    base0 = [0.9] * 18 + [0.8, 0.6]  # late 0.7
+    base1 = [0.9] * 18 + [0.8, 0.8]  # late 0.8
+    swr0 = [0.9] * 20  # late 0.9
+    swr1 = [0.9] * 18 + [1.0, 1.0]  # late 1.0
+    table = figures.method_table(
+        _runs({("swr", 0): swr0, ("swr", 1): swr1, ("base", 0): base0, ("base", 1): base1})
+    )
+    assert list(table.index) == ["base", "swr"]  # the book's order, not the input order
+    assert table.loc["base", "late"] == pytest.approx(0.75)
+    assert table.loc["swr", "late"] == pytest.approx(0.95)
+    assert table.loc["swr", "late_se"] == pytest.approx(0.05)  # std (ddof 1) 0.0707 / sqrt(2)
+    assert table.loc["swr", "late_vs_base"] == pytest.approx(0.20)
+    assert table.loc["base", "mean"] == pytest.approx((0.9 * 18 * 2 + 0.8 + 0.6 + 0.8 + 0.8) / 40)
+    assert figures.ranking(table).startswith("SWR (0.950) > SGD (base) (0.750)")
+    text = figures.format_table(table)
+    assert text.loc["SWR", "last tenth of tasks"] == "0.950 ± 0.050"
+    assert text.loc["SWR", "vs SGD (last tenth)"] == "+0.200"
+
+
+def test_metric_frame_bins_long_runs_and_keeps_short_ones():
+    long = _runs({("base", 0): [float(t) for t in range(1000)]})
+    binned = figures.metric_frame(long, "online_accuracy", points=100)
+    assert len(binned) == 100
+    first = binned.sort_values("task").iloc[0]
+    assert first.task == pytest.approx(4.5) and first.value == pytest.approx(4.5)  # mean of tasks 0..9
+    short = _runs({("base", 0): [1.0, 2.0, 3.0]})
+    assert len(figures.metric_frame(short, "online_accuracy")) == 3
+    with pytest.raises(KeyError, match="dead_fraction"):
+        figures.metric_frame(short, "dead_fraction")
+
+
+def test_spearman_uses_ranks_and_the_common_runs():
+    a = pd.Series({"r1": 1.0, "r2": 2.0, "r3": 3.0, "r4": 4.0})
+    b = pd.Series({"r1": 10.0, "r2": 100.0, "r3": 1000.0, "r4": 1e6, "r5": -1.0})  # monotone in a
+    assert figures.spearman(a, b) == pytest.approx(1.0)
+    assert figures.spearman(a, -b) == pytest.approx(-1.0)
+    late = figures.late_values(
+        _runs({("base", 0): [0.0] * 9 + [5.0], ("cbp", 0): [1.0] * 10}), "online_accuracy"
+    )
+    assert late.to_dict() == {"base-0": 5.0, "cbp-0": 1.0}
+
+
+def test_curves_draw_one_line_per_method_in_the_fixed_colours():
+    data = _runs({("swr", 0): [0.9, 0.8], ("base", 0): [0.9, 0.7], ("base", 1): [0.9, 0.6]})
+    fig, ax = plt.subplots()
+    figures.curves(data, "online_accuracy", ax, legend=False)
+    handles, labels = ax.get_legend_handles_labels()
+    assert labels == ["SGD (base)", "SWR"] and ax.get_legend() is None
+    assert ax.get_ylabel() == "online accuracy"
+    plt.close(fig)
