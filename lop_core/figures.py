@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lop_core.plotting import LABELS, METHOD_ORDER, method_palette
+from lop_core.plotting import LABELS, METHOD_ORDER, PALETTE, method_palette
 
 #: Readable names of the recorded metrics (axis labels).
 METRIC_LABELS = {
@@ -68,7 +68,11 @@ def curves(metrics: pd.DataFrame, metric: str, ax, layer: str = "all", legend: b
         y="value",
         hue="method",
         hue_order=[LABELS.get(m, m) for m in order],
-        palette={LABELS.get(m, m): c for m, c in method_palette(order).items()},
+        palette=(
+            {LABELS.get(m, m): c for m, c in method_palette(order).items()}
+            if all(m in PALETTE for m in order)
+            else sns.color_palette("colorblind", len(order))  # variants (explorer): distinct colours
+        ),
         errorbar="se",
         ax=ax,
         **kwargs,
