@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lop_core import mechanism_config
 from lop_core.errors import ConfigError
 from lop_core.methods import METHODS, method_defaults
 
@@ -75,7 +76,10 @@ class PermutedMNISTConfig:
         return dataclasses.asdict(self)
 
 
-BENCHMARKS = {"permuted_mnist": PermutedMNISTConfig}
+BENCHMARKS = {
+    "permuted_mnist": PermutedMNISTConfig,
+    "continual_mnist": mechanism_config.ContinualMNISTConfig,
+}
 
 # Values each preset changes from the dataclass defaults (which are the paper's protocol).
 PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
@@ -84,6 +88,7 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {"num_tasks": 50},
         "paper": {},
     },
+    "continual_mnist": mechanism_config.CONTINUAL_PRESETS,
 }
 
 # Hyperparameters that may differ between the runs of one population (all others must agree).
@@ -180,8 +185,11 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def validate(cfg: PermutedMNISTConfig) -> None:
-    """Check ranges and choices of a resolved config (see ``resolve``)."""
+def validate(cfg) -> None:
+    """Check ranges and choices of a resolved config (see ``resolve``), per benchmark."""
+    if cfg.benchmark in mechanism_config.VALIDATORS:
+        mechanism_config.VALIDATORS[cfg.benchmark](cfg)
+        return
     _check(cfg.activation in ACTIVATIONS, f"activation {cfg.activation!r}; choose one of {list(ACTIVATIONS)}")
     _check(cfg.optimizer in OPTIMIZERS, f"optimizer {cfg.optimizer!r}; choose one of {list(OPTIMIZERS)}")
     _check(cfg.width >= 1, f"width must be a positive number of units, got {cfg.width}")
@@ -208,8 +216,10 @@ def config_hash(cfg) -> str:
 
 
 def run_name(cfg) -> str:
-    """Folder name of a run: a readable prefix plus the config hash."""
-    return f"{cfg.method}-w{cfg.width}-s{cfg.seed}-{config_hash(cfg)}"
+    """Folder name of a run: a readable prefix (a config's own ``run_prefix`` when it has one), the
+    seed and the config hash."""
+    prefix = cfg.run_prefix if hasattr(cfg, "run_prefix") else f"{cfg.method}-w{cfg.width}"
+    return f"{prefix}-s{cfg.seed}-{config_hash(cfg)}"
 
 
 def population_key(cfg) -> str:

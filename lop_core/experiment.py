@@ -21,7 +21,10 @@ from lop_core import runs
 #: (units in a run), ``unit`` (a word for the progress bar), ``train_task()`` (one unit; returns a
 #: dict with ``online_accuracy``: one float per run), ``rows`` (tidy metric rows per run),
 #: ``summaries()``, ``state_dict()`` and ``load_state_dict()``.
-TRAINERS = {"permuted_mnist": "lop_core.train:Population"}
+TRAINERS = {
+    "permuted_mnist": "lop_core.train:Population",
+    "continual_mnist": "lop_core.continual:ContinualMNIST",
+}
 
 
 def make_trainer(cfgs, **kwargs):

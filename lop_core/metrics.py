@@ -20,6 +20,12 @@ def _svdvals(a: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(a.double())
 
 
+def dead_units(h: torch.Tensor, inactive_share: float = 1.0, eps: float = 0.0) -> torch.Tensor:
+    """Per unit ``[..., units]`` (bool): ``|h| <= eps`` on at least ``inactive_share`` of the N inputs."""
+    zero = (h.abs() <= eps).to(h.dtype).mean(dim=-2)  # [..., units] share of inputs at zero
+    return zero >= inactive_share
+
+
 def dead_fraction(h: torch.Tensor, inactive_share: float = 1.0, eps: float = 0.0) -> torch.Tensor:
     """Share of units that are (almost) never active on the probe batch.
 
@@ -33,20 +39,32 @@ def dead_fraction(h: torch.Tensor, inactive_share: float = 1.0, eps: float = 0.0
     Returns:
         ``[...]`` fraction of dead units.
     """
-    zero = (h.abs() <= eps).to(h.dtype).mean(dim=-2)  # [..., units] share of inputs at zero
-    return (zero >= inactive_share).to(h.dtype).mean(dim=-1)
+    return dead_units(h, inactive_share, eps).to(h.dtype).mean(dim=-1)
 
 
-def saturated_fraction(h: torch.Tensor, low: float, high: float, eps: float = 0.01) -> torch.Tensor:
-    """Share of units of a bounded activation stuck at one of its bounds on every input.
+def saturated_units(
+    h: torch.Tensor, low: float, high: float, eps: float = 0.01, share: float = 1.0
+) -> torch.Tensor:
+    """Per unit ``[..., units]`` (bool): within ``eps`` of one bound on at least ``share`` of the inputs.
 
-    A unit is saturated if all its outputs are ``<= low + eps`` or all are ``>= high - eps``.
-    (The reference tests ``>= high + eps``, which never holds; reference_code.md §8 bug 2.)
-    Use ``low, high = 0, 1`` for sigmoid and ``-1, 1`` for tanh.
+    The bound is the same for those inputs: a unit at ``low`` on half the inputs and at ``high`` on
+    the other half passes gradient between them and is not saturated.
     """
-    at_low = (h <= low + eps).all(dim=-2)
-    at_high = (h >= high - eps).all(dim=-2)
-    return (at_low | at_high).to(h.dtype).mean(dim=-1)
+    at_low = (h <= low + eps).to(h.dtype).mean(dim=-2) >= share
+    at_high = (h >= high - eps).to(h.dtype).mean(dim=-2) >= share
+    return at_low | at_high
+
+
+def saturated_fraction(
+    h: torch.Tensor, low: float, high: float, eps: float = 0.01, share: float = 1.0
+) -> torch.Tensor:
+    """Share of units of a bounded activation stuck at one of its bounds (``saturated_units``).
+
+    With ``share=1`` a unit must be within ``eps`` of the bound on every input; the "Barriers"
+    rule is ``share=0.95``. (The reference tests ``>= high + eps``, which never holds;
+    reference_code.md §8 bug 2.) Use ``low, high = 0, 1`` for sigmoid and ``-1, 1`` for tanh.
+    """
+    return saturated_units(h, low, high, eps, share).to(h.dtype).mean(dim=-1)
 
 
 def duplicate_fraction(h: torch.Tensor, threshold: float = 0.95) -> torch.Tensor:
