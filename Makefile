@@ -16,10 +16,14 @@ venv: .venv/.ready
 	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' | xargs -I{} sh -c 'echo "$(CURDIR)" > {}/lop_core_repo.pth'
 	touch $@
 
-# Seed the data root from ../shared/data when it is there (machines without network).
+# Seed the data root from ../shared/data when it is there (machines without network): a copy of
+# MNIST (torchvision writes beside it), a link to the CIFAR-10 JPEG tree (read only; its decoded
+# cache goes to $(LOP_DATA)/lop_cache).
 data:
 	@if [ -d "$(SHARED)/data/MNIST/raw" ] && [ ! -e "$(LOP_DATA)/MNIST/raw/train-images-idx3-ubyte.gz" ]; then \
 		mkdir -p "$(LOP_DATA)/MNIST/raw" && cp "$(SHARED)"/data/MNIST/raw/*.gz "$(LOP_DATA)/MNIST/raw/"; fi
+	@if [ -d "$(SHARED)/data/cifar10" ] && [ ! -e "$(LOP_DATA)/cifar10" ]; then \
+		mkdir -p "$(LOP_DATA)" && ln -s "$$(cd "$(SHARED)/data/cifar10" && pwd)" "$(LOP_DATA)/cifar10"; fi
 
 runs: venv data
 	$(PY) -m lop_core sweep $(SWEEPS) --preset quick --notebook

@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(sweep)
     sub.add_parser("list", help="benchmarks, presets, methods and sweeps")
     bench = sub.add_parser("bench", help="training speed of populations against a plain PyTorch loop")
-    bench.add_argument("target", nargs="?", default="mlp", choices=["mlp"], help="what to time (mlp)")
+    bench.add_argument(
+        "target", nargs="?", default="mlp", choices=["mlp", "vit"], help="what to time (mlp | vit)"
+    )
     bench.add_argument("--widths", default="10,100,1000", help="hidden widths (default 10,100,1000)")
     bench.add_argument("--layer-norm", default="both", choices=["both", "off", "on"])
     bench.add_argument("--methods", default="base,swr,cbp,redo", help="methods to attach")
@@ -81,6 +83,10 @@ def _ints(text: str, name: str) -> list[int]:
 
 
 def _bench(args) -> int:
+    if args.target == "vit":
+        from lop_core.vision.bench import main as bench_vit
+
+        return bench_vit(args)
     from lop_core.bench import default_output, run_bench
     from lop_core.methods import METHODS
     from lop_core.train import resolve_device

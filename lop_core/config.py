@@ -18,6 +18,7 @@ from typing import Any
 from lop_core import mechanism_config
 from lop_core.errors import ConfigError
 from lop_core.methods import METHODS, method_defaults
+from lop_core.vision import config as vision_config
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu")
 OPTIMIZERS = ("sgdw", "adamw")
@@ -78,6 +79,7 @@ class PermutedMNISTConfig:
 
 BENCHMARKS = {
     "permuted_mnist": PermutedMNISTConfig,
+    "incremental_cifar": vision_config.IncrementalCIFARConfig,
     "continual_mnist": mechanism_config.ContinualMNISTConfig,
 }
 
@@ -88,11 +90,26 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {"num_tasks": 50},
         "paper": {},
     },
+    "incremental_cifar": vision_config.PRESET_VALUES,
     "continual_mnist": mechanism_config.CONTINUAL_PRESETS,
 }
 
+#: Per benchmark, method hyperparameters that differ from the methods' own (permuted-MNIST) defaults.
+BENCHMARK_METHOD_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "incremental_cifar": vision_config.METHOD_DEFAULTS,
+}
+
+
+def benchmark_method_defaults(benchmark: str, method: str) -> dict[str, Any]:
+    """A fresh copy of the default hyperparameters of ``method`` on ``benchmark``."""
+    return method_defaults(method) | BENCHMARK_METHOD_DEFAULTS.get(benchmark, {}).get(method, {})
+
+
 # Hyperparameters that may differ between the runs of one population (all others must agree).
 PER_RUN_FIELDS = ("seed", "step_size", "l2_factor", "momentum", "beta2")
+#: Benchmarks that train one model per process: every run of a sweep is its own population (so
+#: ``--jobs`` spreads the seeds over devices); several runs given together still train in turn.
+ONE_RUN_PER_POPULATION = ("incremental_cifar",)
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:
@@ -152,7 +169,7 @@ def resolve(benchmark: str, preset: str = "quick", seed: int = 0, **overrides: A
     method = str(overrides.pop("method", "base"))
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    method_args = method_defaults(method)
+    method_args = benchmark_method_defaults(benchmark, method)
     method_args.update(overrides.pop("method_args", None) or {})
     for name, value in overrides.items():
         if name in method_args:
@@ -162,7 +179,7 @@ def resolve(benchmark: str, preset: str = "quick", seed: int = 0, **overrides: A
         else:
             valid = sorted(set(types) - {"benchmark", "preset"} | set(method_args))
             raise ConfigError(f"unknown parameter {name!r} for {benchmark}/{method}; valid: {valid}")
-    defaults = method_defaults(method)
+    defaults = benchmark_method_defaults(benchmark, method)
     for name, value in method_args.items():
         if name not in defaults:
             raise ConfigError(f"unknown {method} parameter {name!r}; valid: {sorted(defaults)}")
@@ -177,7 +194,9 @@ def default_config(benchmark: str, preset: str, method: str = "base"):
     """The config a preset gives a method before any override (not validated: ``l2`` needs an
     ``l2_factor`` its defaults do not set)."""
     fields = dict(PRESET_VALUES[benchmark][preset], preset=preset)
-    return BENCHMARKS[benchmark](method=method, method_args=method_defaults(method), **fields)
+    return BENCHMARKS[benchmark](
+        method=method, method_args=benchmark_method_defaults(benchmark, method), **fields
+    )
 
 
 def _check(ok: bool, message: str) -> None:
@@ -187,6 +206,9 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg) -> None:
     """Check ranges and choices of a resolved config (see ``resolve``), per benchmark."""
+    if cfg.benchmark == "incremental_cifar":
+        vision_config.validate(cfg)
+        return
     if cfg.benchmark in mechanism_config.VALIDATORS:
         mechanism_config.VALIDATORS[cfg.benchmark](cfg)
         return
@@ -224,7 +246,8 @@ def run_name(cfg) -> str:
 
 def population_key(cfg) -> str:
     """Configs with equal keys can train together in one population."""
-    shared = {k: v for k, v in cfg.to_dict().items() if k not in PER_RUN_FIELDS}
+    per_run = () if cfg.benchmark in ONE_RUN_PER_POPULATION else PER_RUN_FIELDS
+    shared = {k: v for k, v in cfg.to_dict().items() if k not in per_run}
     # numeric values may differ per run; string/bool choices (utility, pruning, ...) may not
     shared["method_args"] = {
         k: (v if isinstance(v, (str, bool)) else None) for k, v in sorted(shared["method_args"].items())

@@ -23,6 +23,7 @@ from lop_core import runs
 #: ``summaries()``, ``state_dict()`` and ``load_state_dict()``.
 TRAINERS = {
     "permuted_mnist": "lop_core.train:Population",
+    "incremental_cifar": "lop_core.vision.train:IncrementalCIFAR",
     "continual_mnist": "lop_core.continual:ContinualMNIST",
 }
 

@@ -178,7 +178,7 @@ def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame,
     frames, rows = [], []
     for path in paths:
         cfg, summary, metrics = read_run(path)
-        labels = {k: cfg[k] for k in LABELS}
+        labels = {k: cfg[k] for k in LABELS if k in cfg}  # benchmarks differ in their fields
         labels["run"] = path.name
         frames.append(metrics.assign(**labels))
         rows.append({**labels, **summary})

@@ -112,6 +112,19 @@ class Method:
             return 0.0, self.model.stds[layer]
         return (1.0, 0.0) if kind == "ln_gain" else (0.0, 0.0)
 
+    def gradient(self, index: int) -> torch.Tensor | None:
+        """The gradient of parameter ``index`` from the last backward pass (None if it has none)."""
+        return self.params[index].grad
+
+    def draw_init(self, run: int, index: int, count: int) -> torch.Tensor:
+        """``count`` fresh values of parameter ``index``'s initial distribution for run ``run`` (CPU).
+
+        Here N(``init_dist(index)``); a model with other initial distributions (the ViT's uniform
+        ones) overrides this together with ``init_dist``.
+        """
+        mean, std = self.init_dist(index)
+        return self.draw_normal(run, (count,), mean, std)
+
     def draw_normal(self, run: int, shape, mean: float, std: float) -> torch.Tensor:
         """N(mean, std) float32 values from run ``run``'s own generator, on the CPU.
 
@@ -193,15 +206,16 @@ def fill_masked(method: Method, index: int, mask: torch.Tensor, counts: list[int
         index: slot of the parameter in ``optimizer.params``.
         mask: bool, broadcastable to the parameter; True where an entry is reinitialized.
         counts: the number of True entries of every run (host ints): run r draws exactly that many.
-        resample: draw fresh values; ``False`` sets the distribution's mean (SWR's ``mean``).
+        resample: draw fresh values (``method.draw_init``); ``False`` sets the distribution's mean
+            (SWR's ``mean``), as does a distribution of zero spread.
     """
     p = method.params[index]
-    mean, std = method.init_dist(index)
+    mean, spread = method.init_dist(index)
     mask = mask.expand_as(p)
-    if not resample or std == 0:
+    if not resample or spread == 0:
         p.masked_fill_(mask, mean)
         return
-    draws = [method.draw_normal(r, (c,), mean, std) for r, c in enumerate(counts) if c]
+    draws = [method.draw_init(r, index, c) for r, c in enumerate(counts) if c]
     if draws:
         # masked_scatter_ fills the True entries in row-major order: run 0's first, then run 1's...
         p.masked_scatter_(mask, to_device(torch.cat(draws), p))

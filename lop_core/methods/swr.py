@@ -102,7 +102,8 @@ class SWR(Method):
         """Per-entry utility of parameter ``index`` (shaped like it); ``runs``: who needs it now."""
         p = self.params[index]
         if self.utility == "gradient":
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            g = self.gradient(index)
+            g = g if g is not None else torch.zeros_like(p)
             return (g * p.detach()).abs()
         if self.utility == "magnitude":
             return p.detach().abs()
