@@ -54,3 +54,21 @@ def preset_note(benchmark: str, preset: str, summaries=None) -> str:
         return f"{preset} preset: the paper's full protocol"
     parts = [f"{k.replace('_', ' ')} {v:,} instead of {getattr(paper, k):,}" for k, v in changed.items()]
     return f"{preset} preset, shortened for a CPU: " + ", ".join(parts)
+
+
+def diverged_note(summaries) -> str:
+    """Caption text for the runs that diverged (a non-finite loss) and are left out of the figures.
+
+    Args:
+        summaries: the per-run table of ``load_finding`` (its ``status`` column).
+
+    Returns:
+        ``""`` when no run diverged, else e.g. "1 of 5 runs diverged (non-finite loss) and is excluded".
+    """
+    if "status" not in summaries.columns:
+        return ""
+    count, total = int((summaries.status == "diverged").sum()), len(summaries)
+    if count == 0:
+        return ""
+    runs_word = "run" if total == 1 else "runs"
+    return f"{count} of {total} {runs_word} diverged (non-finite loss) and {'is' if count == 1 else 'are'} excluded"

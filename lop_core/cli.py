@@ -2,8 +2,11 @@
 
 Commands:
     run BENCHMARK [--preset P] [--method M] [--seeds 0-4] [--set name=value ...]
-    sweep NAME_OR_FILE ... [--preset P] [--notebook]
+    sweep NAME_OR_FILE ... [--preset P] [--notebook] [--jobs N] [--executor local|slurm ...]
+    status NAME_OR_FILE ... [--preset P]   (done / diverged / running / partial / missing runs)
     list  (benchmarks, presets, methods, sweeps)
+
+Exit status 2: a bad parameter, a locked or corrupt run, missing data, or a population that failed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,35 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--compile", action="store_true", help="capture the training step with torch.compile")
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between population checkpoints, taken at task boundaries (default 300)",
+    )
+
+
+def _scale(p: argparse.ArgumentParser) -> None:
+    local = p.add_argument_group("local execution")
+    local.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="populations trained at once in worker processes, round robin over the visible GPUs "
+        "(more jobs than GPUs share them), else sharing the CPU cores (default: one per GPU, else 1); "
+        "with --executor slurm: the most jobs running at once",
+    )
+    local.add_argument("--executor", default="local", choices=["local", "slurm"], help="default local")
+    slurm = p.add_argument_group("slurm execution (--executor slurm, through submitit)")
+    slurm.add_argument("--partition", default=None, help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--time", type=int, default=24 * 60, help="minutes per job; requeued when reached")
+    slurm.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per job")
+    slurm.add_argument("--cpus-per-task", type=int, default=None, help="CPU cores per job")
+    slurm.add_argument("--mem-gb", type=float, default=None, help="memory per job")
+    slurm.add_argument("--per-job", type=int, default=1, help="populations per job, trained at once")
+    slurm.add_argument("--log-dir", default=None, help="submitit logs (default: <runs>/.submitit)")
+    slurm.add_argument("--no-wait", action="store_true", help="submit and return; follow with `status`")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         "sweeps", nargs="+", help="sweep names (a1) or files (book/experiments/sweeps/a1.yaml)"
     )
     _common(sweep)
+    _scale(sweep)
+    status = sub.add_parser("status", help="count the runs of sweep files by state")
+    status.add_argument("sweeps", nargs="+", help="sweep names or files")
+    status.add_argument("--preset", default="quick", help="smoke | quick | paper (default quick)")
+    status.add_argument("--runs-dir", default=None, help="run store (default: ./runs or $LOP_RUNS)")
     sub.add_parser("list", help="benchmarks, presets, methods and sweeps")
     bench = sub.add_parser("bench", help="training speed of populations against a plain PyTorch loop")
     bench.add_argument(
@@ -112,24 +149,79 @@ def _bench(args) -> int:
     return 0
 
 
-def _execute(populations, args) -> None:
-    if args.notebook:
-        from lop_core.notebooks import execute_population
+def _positive(value, name: str) -> None:
+    if value is not None and value < 1:
+        raise config.ConfigError(f"--{name} must be >= 1, got {value}")
 
-        for cfgs in populations:
-            execute_population(cfgs, args.runs_dir, args.device, args.data, compile=args.compile)
-        return
-    from lop_core.experiment import run_or_load
 
-    for cfgs in populations:
-        run_or_load(
-            cfgs,
-            runs_dir=args.runs_dir,
-            device=args.device,
-            data_root=args.data,
-            progress=not args.no_progress,
-            compile=args.compile,
-        )
+def _slurm(args) -> dict | None:
+    """``slurm.submit`` keyword arguments from the command line, or None for local execution."""
+    if args.executor != "slurm":
+        return None
+    for name in ("time", "gpus_per_node", "cpus_per_task", "per_job"):
+        _positive(getattr(args, name), name.replace("_", "-"))
+    return {
+        "partition": args.partition,
+        "time_min": args.time,
+        "gpus_per_node": args.gpus_per_node,
+        "cpus_per_task": args.cpus_per_task,
+        "mem_gb": args.mem_gb,
+        "per_job": args.per_job,
+        "parallel": args.jobs,
+        "folder": args.log_dir,
+        "wait": not args.no_wait,
+    }
+
+
+def _status(args) -> int:
+    from lop_core.runs import STATES
+    from lop_core.sweep import status
+
+    table = status(args.sweeps, args.preset, args.runs_dir)
+    print(table.to_string(index=False))
+    totals = ", ".join(f"{int(table[s].sum())} {s}" for s in STATES if table[s].sum())
+    print(f"\n{int(table.runs.sum())} runs in {len(table)} population(s): {totals}")
+    return 0
+
+
+def _train(populations, args) -> int:
+    from lop_core.executors import TrainOptions, execute, visible_gpus
+    from lop_core.experiment import checkpoint_interval, require_data
+    from lop_core.runs import run_path, run_state
+
+    sweep = args.command == "sweep"
+    slurm = _slurm(args) if sweep else None
+    jobs = getattr(args, "jobs", None)
+    _positive(jobs, "jobs")
+    if jobs is None:
+        jobs = max(1, len(visible_gpus())) if args.device in ("auto", "cuda") else 1
+    opts = TrainOptions(
+        runs_dir=args.runs_dir,
+        device=args.device,
+        data_root=args.data,
+        notebook=args.notebook,
+        compile=args.compile,
+        progress=not args.no_progress,
+        checkpoint_every=checkpoint_interval(args.checkpoint_every),
+    )
+    if slurm is None:  # on a cluster the data root is the compute nodes' business
+        for benchmark in sorted({p[0].benchmark for p in populations}):
+            require_data(benchmark, args.data)
+    done = sum(1 for p in populations for c in p if (run_path(c, args.runs_dir) / "DONE").is_file())
+    total = sum(len(p) for p in populations)
+    print(f"{total} runs ({done} already done) in {len(populations)} population(s)", file=sys.stderr)
+    errors = execute(populations, opts, jobs, slurm, desc="sweep" if sweep else None)
+    if slurm is None or slurm["wait"]:
+        paths = [run_path(c, args.runs_dir) for cfgs in populations for c in cfgs]
+        for path in paths:
+            print(path)
+        diverged = [p.name for p in paths if run_state(p) == "diverged"]
+        if diverged:
+            names = ", ".join(diverged[:5]) + (" ..." if len(diverged) > 5 else "")
+            print(f"{len(diverged)} run(s) diverged (non-finite loss): {names}", file=sys.stderr)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "bench":
             return _bench(args)
+        if args.command == "status":
+            return _status(args)
         if args.command == "run":
             overrides = config.parse_assignments(args.assignments)
             seeds = config.parse_seeds(args.seeds)
@@ -158,16 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             from lop_core.sweep import expand
 
             populations = [p for name in args.sweeps for p in expand(name, args.preset)]
-        from lop_core.runs import run_path
-
-        done = sum(1 for p in populations for c in p if (run_path(c, args.runs_dir) / "DONE").is_file())
-        total = sum(len(p) for p in populations)
-        print(f"{total} runs ({done} already done) in {len(populations)} population(s)", file=sys.stderr)
-        _execute(populations, args)
-        for cfgs in populations:
-            for c in cfgs:
-                print(run_path(c, args.runs_dir))
-        return 0
+        return _train(populations, args)
     except (config.ConfigError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,6 +136,8 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
         raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}")
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{name}: expected a string, got {value!r}")
+    if kind in (int, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
     return kind(value)
 
 

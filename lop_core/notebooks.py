@@ -6,9 +6,10 @@ import json
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from lop_core import runs
+from lop_core import locks, runs
 from lop_core.config import default_config
 
 EXPERIMENTS = runs.REPO / "book" / "experiments"
@@ -40,43 +41,72 @@ def strip_outputs(nb: dict) -> dict:
     return nb
 
 
-def execute_population(cfgs, runs_dir=None, device="auto", data_root=None, compile=False) -> None:
+@contextmanager
+def _environ(**values):
+    """Set environment variables for the body (the notebook kernels started in it inherit them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def execute_population(
+    cfgs, runs_dir=None, device="auto", data_root=None, compile=False, checkpoint_every=None
+) -> None:
     """Run a population by executing ``book/experiments/<benchmark>.ipynb`` with papermill.
 
-    The runs are finalized (``DONE``) only after the executed notebook is stored in each folder.
+    One execution per group of runs that differ only in their seed (a notebook's parameters), with
+    every seed of the group, so that a group killed while being finalized resumes as a whole. The
+    unfinished runs are locked here, for the kernel too, until the executed notebook is stored in
+    each of their folders and they are finalized (``DONE``); then the checkpoint is removed.
     """
+    os.environ.setdefault("LOP_COMMAND", "python -m lop_core " + " ".join(sys.argv[1:]))
+    groups: dict[str, list] = {}
+    for c in cfgs:
+        key = json.dumps({k: v for k, v in c.to_dict().items() if k != "seed"}, sort_keys=True)
+        groups.setdefault(key, []).append(c)
+    for group in groups.values():
+        todo = [runs.run_path(c, runs_dir) for c in group if not runs.is_done(runs.run_path(c, runs_dir))]
+        if not todo:
+            continue
+        with locks.locked(todo) as owner:
+            todo = [path for path in todo if not runs.is_done(path)]
+            env = {locks.LOCK_OWNER_ENV: owner, "LOP_CHECKPOINT_EVERY": checkpoint_every}
+            with _environ(**env):
+                executed = _execute(group, runs_dir, device, data_root, compile)
+            for path in todo:
+                runs.write_atomic(path / "notebook.ipynb", executed)
+                runs.finalize(path)
+            runs.remove_checkpoint(runs.population_checkpoint(group, runs_dir))
+
+
+def _execute(group, runs_dir, device, data_root, compile) -> str:
+    """The executed experiment notebook of ``group`` (outputs stripped), as JSON text."""
     import papermill
 
-    os.environ.setdefault("LOP_COMMAND", "python -m lop_core " + " ".join(sys.argv[1:]))
-    todo = [c for c in cfgs if not runs.is_done(runs.run_path(c, runs_dir))]
-    if not todo:
-        return
-    by_rest: dict[str, list] = {}
-    for c in todo:
-        key = json.dumps({k: v for k, v in c.to_dict().items() if k != "seed"}, sort_keys=True)
-        by_rest.setdefault(key, []).append(c)
-    for group in by_rest.values():
-        params = notebook_parameters(group)
-        params.update(
-            runs_dir=str(runs.default_runs_dir(runs_dir)),
-            device=device,
-            data_root=str(data_root) if data_root else None,
-            finalize=False,
-            compile=compile,
+    params = notebook_parameters(group)
+    params.update(
+        runs_dir=str(runs.default_runs_dir(runs_dir)),
+        device=device,
+        data_root=str(data_root) if data_root else None,
+        finalize=False,
+        compile=compile,
+    )
+    template = EXPERIMENTS / f"{group[0].benchmark}.ipynb"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "executed.ipynb"
+        papermill.execute_notebook(
+            str(template),
+            str(out),
+            parameters=params,
+            cwd=str(EXPERIMENTS),
+            progress_bar=False,
+            kernel_name="python3",
         )
-        template = EXPERIMENTS / f"{group[0].benchmark}.ipynb"
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "executed.ipynb"
-            papermill.execute_notebook(
-                str(template),
-                str(out),
-                parameters=params,
-                cwd=str(EXPERIMENTS),
-                progress_bar=False,
-                kernel_name="python3",
-            )
-            executed = json.dumps(strip_outputs(json.loads(out.read_text())), indent=1)
-        for c in group:
-            path = runs.run_path(c, runs_dir)
-            runs.write_atomic(path / "notebook.ipynb", executed)
-            runs.finalize(path)
+        return json.dumps(strip_outputs(json.loads(out.read_text())), indent=1)

@@ -52,6 +52,19 @@ class PopulationOptimizer:
             if key != "step" or what == "all":
                 buf.masked_fill_(mask, 0.0)
 
+    @torch.no_grad()
+    def stop_run(self, run: int) -> None:
+        """Freeze run ``run`` from now on: step size 0, momenta and moments 0 (a diverged run).
+
+        Adam's step count is kept: a zero count would make its bias correction divide 0 by 0.
+        """
+        for lr in self.lr:
+            lr[run] = 0.0
+        for state in self.state:
+            for key, buf in state.items():
+                if key != "step":
+                    buf[run] = 0.0
+
     def state_dict(self) -> dict:
         return {"state": [dict(s) for s in self.state]}
 

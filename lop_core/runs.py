@@ -4,16 +4,20 @@ A run folder holds ``config.json`` (resolved), ``meta.json`` (versions, device, 
 status), ``metrics.csv.gz`` (tidy: one row per task x metric x layer), ``summary.json``
 (headline numbers), the executed notebook when papermill made it, and ``DONE``, written last. A
 folder without ``DONE`` is incomplete: it is resumed by experiments and never read by chapters.
-Population checkpoints live in ``runs/<benchmark>/.checkpoints/`` (git-ignored) and are deleted
-once every run of the population is done.
+Population checkpoints and run locks live in ``runs/<benchmark>/.checkpoints/`` (git-ignored);
+checkpoints are deleted once every run of the population is done, locks when their holder exits.
+A run that diverged (a non-finite loss) is finished too: its ``summary.json`` says
+``"status": "diverged"`` with the step, and ``load`` reports it without its metrics.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -23,13 +27,11 @@ import pandas as pd
 import torch
 
 import lop_core
+from lop_core import locks
 from lop_core.config import BENCHMARKS, ConfigError, run_name
+from lop_core.errors import RunError
 
 REPO = Path(lop_core.__file__).resolve().parents[1]
-
-
-class RunError(RuntimeError):
-    """A run folder that is missing, incomplete or corrupt."""
 
 
 def default_runs_dir(runs_dir=None) -> Path:
@@ -37,8 +39,22 @@ def default_runs_dir(runs_dir=None) -> Path:
     return Path(runs_dir or os.environ.get("LOP_RUNS") or REPO / "runs")
 
 
+def safe_name(name: str) -> str:
+    """``name`` as one harmless path component: letters, digits and ``._-`` only, no leading dot.
+
+    Run and benchmark names are made from parameters; this keeps every folder inside the store
+    whatever a parameter holds (``../``, ``/``, a hidden name).
+    """
+    return re.sub(r"^\.", "_", re.sub(r"[^A-Za-z0-9._-]", "_", str(name))) or "_"
+
+
+def benchmark_dir(benchmark: str, runs_dir=None) -> Path:
+    return default_runs_dir(runs_dir) / safe_name(benchmark)
+
+
 def run_path(cfg, runs_dir=None) -> Path:
-    return default_runs_dir(runs_dir) / cfg.benchmark / run_name(cfg)
+    """The folder of the run ``cfg``, always inside the store."""
+    return benchmark_dir(cfg.benchmark, runs_dir) / safe_name(run_name(cfg))
 
 
 def is_done(path: Path) -> bool:
@@ -104,9 +120,9 @@ def base_meta(device: torch.device, population: int) -> dict:
 def write_results(path: Path, rows: list[tuple], summary: dict, meta: dict) -> None:
     """Write a finished run's metrics, summary and meta (not ``DONE``; see ``finalize``)."""
     df = pd.DataFrame(rows, columns=["task", "metric", "layer", "value"])
-    df.to_csv(
-        path / "metrics.csv.gz", index=False, float_format="%.6g", compression={"method": "gzip", "mtime": 0}
-    )
+    buf = io.BytesIO()
+    df.to_csv(buf, index=False, float_format="%.6g", compression={"method": "gzip", "mtime": 0})
+    write_atomic(path / "metrics.csv.gz", buf.getvalue())
     write_json(path / "summary.json", summary)
     write_json(path / "meta.json", meta)
 
@@ -119,7 +135,74 @@ def finalize(path: Path) -> None:
 def population_checkpoint(cfgs, runs_dir=None) -> Path:
     """Where the population of ``cfgs`` keeps its resume state."""
     key = hashlib.sha1("|".join(run_name(c) for c in cfgs).encode()).hexdigest()[:12]
-    return default_runs_dir(runs_dir) / cfgs[0].benchmark / ".checkpoints" / f"{key}.pt"
+    return benchmark_dir(cfgs[0].benchmark, runs_dir) / ".checkpoints" / f"{key}.pt"
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a resume state atomically (a kill mid-write leaves the previous checkpoint intact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, device) -> dict | None:
+    """The resume state at ``path`` (tensors and plain containers only: ``weights_only=True``), or None.
+
+    Raises:
+        RunError: the file is unreadable, or holds anything but tensors and plain values.
+    """
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError ... variously
+        raise RunError(
+            f"checkpoint {path} is unreadable ({type(err).__name__}: {str(err)[:200]}); "
+            "delete it to train these runs from the start"
+        ) from None
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a population checkpoint and the temporary files of writes a kill interrupted."""
+    path.unlink(missing_ok=True)
+    for tmp in path.parent.glob(f".{path.name}.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
+#: What ``run_state`` can say about a run.
+STATES = ("done", "diverged", "running", "partial", "missing", "corrupt")
+
+
+def run_state(path: Path) -> str:
+    """``done``, ``diverged`` (finished), ``running`` (locked), ``partial`` (started, resumable),
+    ``missing`` or ``corrupt`` (finished but its ``summary.json`` is unreadable)."""
+    if is_done(path):
+        try:
+            status = read_summary(path).get("status", "done")
+        except RunError:
+            return "corrupt"
+        return "diverged" if status == "diverged" else "done"
+    if locks.is_locked(path):
+        return "running"
+    return "partial" if path.exists() else "missing"
+
+
+def read_summary(path: Path) -> dict:
+    """The ``summary.json`` of run folder ``path``.
+
+    Raises:
+        RunError: the file is missing, unreadable or not a JSON object.
+    """
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError) as err:
+        raise RunError(
+            f"{path} is corrupt ({type(err).__name__}: {err}); delete it and run it again"
+        ) from None
+    if not isinstance(summary, dict):
+        raise RunError(f"{path}/summary.json is not a JSON object; delete the folder and run it again")
+    return summary
 
 
 def read_run(path: Path) -> tuple[dict, dict, pd.DataFrame]:
@@ -131,9 +214,9 @@ def read_run(path: Path) -> tuple[dict, dict, pd.DataFrame]:
     path = Path(path)
     if not is_done(path):
         raise RunError(f"{path} is not a finished run (no DONE); run its experiment again to resume it")
+    summary = read_summary(path)
     try:
         cfg = json.loads((path / "config.json").read_text())
-        summary = json.loads((path / "summary.json").read_text())
         metrics = pd.read_csv(path / "metrics.csv.gz", dtype={"layer": str})
     except (OSError, ValueError, EOFError) as err:
         raise RunError(
@@ -164,7 +247,9 @@ def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame,
     Returns:
         ``(metrics, summaries)``: metrics has one row per run x task x metric x layer, with the
         run's ``run``, ``method``, ``seed``, ``width``, ``layer_norm``, ``preset`` columns added;
-        summaries has one row per run.
+        summaries has one row per run with its ``status``. Runs that diverged are in summaries
+        (``status`` "diverged", ``diverged_step``, no headline numbers, so no mean counts them)
+        and not in metrics (``chapters.diverged_note`` words them for a caption).
 
     Raises:
         RunError: some runs are missing or unfinished; the message names the command that makes them.
@@ -180,6 +265,10 @@ def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame,
         cfg, summary, metrics = read_run(path)
         labels = {k: cfg[k] for k in LABELS if k in cfg}  # benchmarks differ in their fields
         labels["run"] = path.name
-        frames.append(metrics.assign(**labels))
+        summary.setdefault("status", "done")
+        if summary["status"] != "diverged":
+            frames.append(metrics.assign(**labels))
         rows.append({**labels, **summary})
+    if not frames:  # every run diverged
+        frames = [pd.DataFrame(columns=["task", "metric", "layer", "value", *LABELS, "run"])]
     return pd.concat(frames, ignore_index=True), pd.DataFrame(rows)

@@ -8,6 +8,10 @@ Entries expand into configs, and configs that differ only in per-run fields (see
 An optional ``presets`` mapping shortens a preset further for this sweep only (values every entry
 gets at that preset, e.g. fewer tasks for the h=1000 network on a CPU); entry values win over it.
 
+``python -m lop_core sweep`` trains the missing runs (``lop_core.executors``: here, in local
+worker processes over the GPUs, or on Slurm); ``python -m lop_core status`` counts a sweep's runs
+by state (``status``).
+
 Example::
 
     benchmark: permuted_mnist
@@ -20,11 +24,14 @@ Example::
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
-from lop_core.config import ConfigError, parse_seeds, population_key, resolve
+from lop_core import runs
+from lop_core.config import PER_RUN_FIELDS, PRESETS, ConfigError, parse_seeds, population_key, resolve
 from lop_core.runs import REPO
 
 SWEEPS_DIR = REPO / "book" / "experiments" / "sweeps"
@@ -53,6 +60,12 @@ def read_sweep(name) -> dict:
     presets = spec.get("presets") or {}
     if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
         raise ConfigError(f"{path}: 'presets' must map a preset name to a mapping of values")
+    seeds = spec.get("seeds", {})
+    if not isinstance(seeds, dict):
+        raise ConfigError(f"{path}: 'seeds' must map a preset name to seeds, e.g. {{smoke: 0-1, quick: 0-4}}")
+    unknown = sorted(set(presets) - set(PRESETS)) + sorted(set(seeds) - set(PRESETS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown presets {unknown}; choose from {list(PRESETS)}")
     spec["path"] = str(path)
     return spec
 
@@ -82,3 +95,38 @@ def expand(name, preset: str) -> list[list]:
 def command(name, preset: str) -> str:
     """The shell command that makes a sweep's runs."""
     return f"python -m lop_core sweep {name} --preset {preset}"
+
+
+def describe(cfgs) -> str:
+    """A short label of a population: its method, then the values its runs share that are not the
+    preset's defaults (``cbp width=10 maturity_threshold=5``); values that vary per run are left out."""
+    from lop_core.config import default_config
+
+    first = cfgs[0]
+    default = default_config(first.benchmark, first.preset, first.method).to_dict()
+    dicts = [c.to_dict() for c in cfgs]
+    shared = {k: v for k, v in dicts[0].items() if k not in (*PER_RUN_FIELDS, "method_args", "method")}
+    shared.update(dicts[0]["method_args"])
+    parts = [first.method]
+    for key, value in shared.items():
+        mine = [d["method_args"][key] if key in d["method_args"] else d[key] for d in dicts]
+        ref = default["method_args"].get(key) if key in dicts[0]["method_args"] else default.get(key)
+        if all(v == value for v in mine) and value != ref:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def status(names, preset: str, runs_dir=None) -> pd.DataFrame:
+    """How many runs of every population of the sweeps ``names`` are in each state.
+
+    Returns:
+        One row per population: ``sweep``, ``population`` (``describe``), ``runs`` and a count
+        per state of ``runs.STATES`` (done, diverged, running, partial, missing, corrupt).
+    """
+    rows = []
+    for name in names:
+        for cfgs in expand(name, preset):
+            counts = Counter(runs.run_state(runs.run_path(c, runs_dir)) for c in cfgs)
+            row = {"sweep": Path(str(name)).stem, "population": describe(cfgs), "runs": len(cfgs)}
+            rows.append(row | {state: counts.get(state, 0) for state in runs.STATES})
+    return pd.DataFrame(rows)

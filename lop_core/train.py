@@ -4,6 +4,10 @@ Per step: forward on every run's batch, online (pre-update) accuracy and loss, b
 optimizer step, then the method's ``after_step`` hook. Per task: at its start, before any training
 on it, the correlates are measured on a probe batch of the new task. Everything per step stays on
 the device; the per-task numbers are copied to the host once per task.
+
+A run whose loss stops being finite has *diverged*: the first such step is noted on the device at
+every step and read once per task; the run is then frozen and recorded no further, while the other
+runs of its population, which never mix with it, go on exactly as without it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lop_core import metrics
-from lop_core.data import PermutedMNIST, seeded_generator
+from lop_core.data import PermutedMNIST, load_mnist, seeded_generator
 from lop_core.methods import METHODS
 from lop_core.models import PopulationMLP
 from lop_core.optim import SGDW, AdamW
@@ -92,14 +96,24 @@ class Population:
         self.total = cfgs[0].num_tasks  # tasks in a run
         self.unit = "task"  # what one train_task() call trains (for progress bars)
         self.rows: list[list[tuple]] = [[] for _ in self.cfgs]  # per run: (task, metric, layer, value)
+        #: per run: None, or where it diverged ({"diverged_step": ..., "diverged_task": ...})
+        self.diverged: list[dict | None] = [None] * len(self.cfgs)
+        # first non-finite step of every run (-1: none yet), kept on the device: no sync per step
+        self._bad_step = torch.full((len(self.cfgs),), -1, dtype=torch.long, device=self.device)
 
     @property
     def num_runs(self) -> int:
         return len(self.cfgs)
 
+    @staticmethod
+    def require_data(data_root=None) -> None:
+        """Raise ``DataError`` unless MNIST is under ``data_root`` or can be downloaded there."""
+        load_mnist(data_root)
+
     def _record(self, task: int, metric: str, layer: str, values: torch.Tensor) -> None:
         for run, v in enumerate(values.tolist()):
-            self.rows[run].append((task, metric, layer, float(v)))
+            if self.diverged[run] is None:
+                self.rows[run].append((task, metric, layer, float(v)))
 
     @torch.no_grad()
     def measure_correlates(self, task: int) -> None:
@@ -107,7 +121,9 @@ class Population:
         c = self.cfgs[0]
         x, _ = self.stream.probe(c.probe_size)
         self.model(x)
-        feats = self.model.features  # depth x [R, P, width]
+        # depth x [R, P, width]; a run about to be found diverged may hold non-finite values, which
+        # would make the batched SVDs below fail for every run: they count as zeros
+        feats = [h.nan_to_num(0.0, 0.0, 0.0) for h in self.model.features]
         for k, h in enumerate(feats, start=1):
             self._record(task, "dead_fraction", str(k), frozen_fraction(h, c.activation))
         every = torch.cat(feats, dim=-1)  # [R, P, depth * width]
@@ -144,6 +160,8 @@ class Population:
             sums["online_loss"] += loss.detach()
             if s % GRAD_EVERY == 0:
                 sums["grad_magnitude"] += metrics.mean_abs([p.grad for p in self.optimizer.params])
+            first_bad = ~torch.isfinite(loss) & (self._bad_step < 0)
+            self._bad_step.masked_fill_(first_bad, self.task * steps + s + 1)  # counted like after_step
         self.optimizer.step()
         info = self.method.after_step(self.task * steps + s + 1)
         for key, value in (info or {}).items():
@@ -161,6 +179,7 @@ class Population:
         for s in range(steps):
             self.step(s, sums)
         sampled = len(range(0, steps, GRAD_EVERY))
+        self._stop_diverged(t)
         out = {}
         for key, total in sums.items():
             if key == "grad_magnitude":
@@ -172,11 +191,35 @@ class Population:
         self.task += 1
         return out
 
+    @torch.no_grad()
+    def _stop_diverged(self, task: int) -> None:
+        """Mark and freeze the runs whose loss (or weights) stopped being finite during ``task``.
+
+        A diverged run keeps only the rows of the tasks before ``task``. Its weights are zeroed and
+        its step size set to 0, so that no NaN reaches the correlates' SVDs or the methods later;
+        the other runs never read its entries, so their numbers do not change.
+        """
+        params = self.optimizer.params
+        finite = torch.stack([p.isfinite().flatten(1).all(dim=1) for p in params]).all(dim=0)  # [R]
+        last = (task + 1) * self.cfgs[0].steps_per_task
+        self._bad_step.masked_fill_(~finite & (self._bad_step < 0), last)
+        for run, step in enumerate(self._bad_step.tolist()):
+            if step < 0 or self.diverged[run] is not None:
+                continue
+            self.diverged[run] = {"diverged_step": step, "diverged_task": task}
+            self.rows[run] = [row for row in self.rows[run] if row[0] < task]
+            for p in params:
+                p[run] = 0.0
+            self.optimizer.stop_run(run)
+
     def summaries(self) -> list[dict[str, float]]:
-        """Headline numbers of every run from the rows recorded so far."""
+        """Headline numbers of every run from the rows recorded so far (none for a diverged run)."""
         out = []
-        for rows in self.rows:
+        for rows, diverged in zip(self.rows, self.diverged, strict=True):
             acc = [v for (_, m, _, v) in rows if m == "online_accuracy"]
+            if diverged or not acc:
+                out.append({"tasks_done": len(acc)})
+                continue
             tail = acc[-max(1, len(acc) // 10) :]
             out.append(
                 {
@@ -197,6 +240,8 @@ class Population:
             "stream": self.stream.state_dict(),
             "method_generators": [g.get_state() for g in self.method_generators],
             "rows": self.rows,
+            "diverged": self.diverged,
+            "bad_step": self._bad_step,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -208,3 +253,7 @@ class Population:
         for g, s in zip(self.method_generators, state["method_generators"], strict=True):
             g.set_state(s)
         self.rows = [list(map(tuple, rows)) for rows in state["rows"]]
+        # checkpoints written before divergence was tracked have neither key
+        self.diverged = list(state.get("diverged", [None] * self.num_runs))
+        if "bad_step" in state:
+            self._bad_step.copy_(state["bad_step"])
