@@ -41,11 +41,11 @@ class CloningDemo:
     width: int = 8
     depth: int = 2
     factor: int = 4
-    base_steps: int = 600
-    steps: int = 900
+    base_steps: int = 300
+    steps: int = 450
     batch_size: int = 100
-    step_size: float = 3e-3
-    noise: float = 0.1
+    step_size: float = 1e-2
+    noise: float = 0.02
     dropout: float = 0.1
     every: int = 50
 
