@@ -82,6 +82,7 @@ BENCHMARKS = {
     "permuted_mnist": PermutedMNISTConfig,
     "incremental_cifar": vision_config.IncrementalCIFARConfig,
     "continual_mnist": mechanism_config.ContinualMNISTConfig,
+    "warm_start": mechanism_config.WarmStartConfig,
 }
 
 # Values each preset changes from the dataclass defaults (which are the paper's protocol).
@@ -93,6 +94,7 @@ PRESET_VALUES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "incremental_cifar": vision_config.PRESET_VALUES,
     "continual_mnist": mechanism_config.CONTINUAL_PRESETS,
+    "warm_start": mechanism_config.WARM_START_PRESETS,
 }
 
 #: Per benchmark, method hyperparameters that differ from the methods' own (permuted-MNIST) defaults.

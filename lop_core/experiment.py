@@ -29,6 +29,7 @@ TRAINERS = {
     "permuted_mnist": "lop_core.train:Population",
     "incremental_cifar": "lop_core.vision.train:IncrementalCIFAR",
     "continual_mnist": "lop_core.continual:ContinualMNIST",
+    "warm_start": "lop_core.warmstart:WarmStart",
 }
 
 

@@ -147,5 +147,120 @@ def validate_continual(cfg: ContinualMNISTConfig) -> None:
     )
 
 
+@dataclass
+class WarmStartConfig:
+    """One run of the warm-starting experiment (Ash & Adams 2020; Berariu et al. 2021).
+
+    Phase 0 trains on the first ``first_fraction`` of the training images, phase 1 on all of them,
+    each until the training accuracy (over an epoch) reaches ``fit_accuracy`` or for
+    ``max_epochs``. Phase 1 starts from phase 0's weights (``warm``), from them shrunk and perturbed
+    (``shrink_perturb``: ``theta <- shrink * theta + perturb * theta_fresh``, ``theta_fresh`` a
+    fresh initialization, as in Ash & Adams' code), or from a fresh initialization (``fresh``,
+    which skips phase 0). Every phase starts with a fresh optimizer.
+
+    Attributes:
+        preset, seed, method, method_args: as for every benchmark (only ``method="base"``).
+        start: ``warm``, ``shrink_perturb`` or ``fresh``.
+        shrink, perturb: lambda and sigma of shrink-and-perturb (0.4 and 0.1 as starting values).
+        dataset, data_dir: the data (``lop_core.vision.data.load_dataset``); by default the
+            CIFAR-10 JPEG subset of the shared data, an ImageFolder tree at ``<data root>/cifar10``.
+        examples_per_task: training images of phase 1 (all of them), the first
+            ``examples_per_task / classes`` of every class in data-set order.
+        first_fraction: share of those images (per class) in phase 0.
+        test_per_class: test images per class (0: all).
+        model: ``resnet18`` (``lop_core.models.resnet``), ``cnn`` (``lop_core.models.cnn.SmallCNN``)
+            or ``mlp`` (two hidden layers on the flattened pixels).
+        width: ResNet-18: channels of the first stage (64 in the paper); CNN: channels of the first
+            conv layer (doubled per block, ``8 * width`` hidden units); MLP: hidden units per layer.
+        norm, layer_norm, dropout: as in ``ContinualMNISTConfig``.
+        augment: random flips, crops and rotations of the training images (``vision.augment``).
+        optimizer, step_size, batch_size: the optimizer of both phases.
+        fit_accuracy, max_epochs: a phase ends when its training accuracy over an epoch reaches
+            ``fit_accuracy``, or after ``max_epochs``.
+    """
+
+    benchmark: str = "warm_start"
+    preset: str = "paper"
+    seed: int = 0
+    method: str = "base"
+    method_args: dict[str, Any] = field(default_factory=dict)
+    start: str = "warm"
+    shrink: float = 0.4
+    perturb: float = 0.1
+    dataset: str = "imagefolder"
+    data_dir: str = "cifar10"
+    examples_per_task: int = 20000
+    first_fraction: float = 0.5
+    test_per_class: int = 0
+    model: str = "resnet18"
+    width: int = 64
+    norm: str = "batch"
+    layer_norm: bool = False
+    dropout: float = 0.0
+    augment: bool = False
+    optimizer: str = "adam"
+    step_size: float = 0.001
+    batch_size: int = 128
+    fit_accuracy: float = 0.99
+    max_epochs: int = 200
+
+    def __post_init__(self):
+        self.layer_norm = self.norm == "layer"
+
+    @property
+    def run_prefix(self) -> str:
+        """``warm-cnn-w8``, ``shrink_perturb0.4x0.1-cnn-w8``, ``fresh-resnet18-w64`` (``config.run_name``)."""
+        start = (
+            f"{self.start}{self.shrink:g}x{self.perturb:g}" if self.start == "shrink_perturb" else self.start
+        )
+        return f"{start}-{self.model}-w{self.width}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: ``smoke`` runs the small CNN for seconds; ``quick`` an MLP (3072 -> 256 -> 256 -> 10) on 3,000
+#: images, about half a minute per run on a CPU core; ``paper`` a ResNet-18 on all 20,000 (GPU).
+WARM_START_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "model": "cnn",
+        "width": 4,
+        "norm": "none",
+        "examples_per_task": 100,
+        "test_per_class": 10,
+        "batch_size": 25,
+        "max_epochs": 2,
+    },
+    "quick": {
+        "model": "mlp",
+        "width": 256,
+        "norm": "none",
+        "examples_per_task": 3000,
+        "test_per_class": 200,
+        "batch_size": 64,
+        "max_epochs": 50,
+    },
+    "paper": {},
+}
+
+
+def validate_warm_start(cfg: WarmStartConfig) -> None:
+    """Ranges and choices of a ``warm_start`` config."""
+    _check(cfg.method == "base", f"warm_start trains plain networks (method base), got {cfg.method!r}")
+    _choice("start", cfg.start, STARTS)
+    _choice("model", cfg.model, MODELS)
+    _choice("norm", cfg.norm, NORMS)
+    _choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _choice("dataset", cfg.dataset, ("imagefolder", "cifar10"))
+    _check(0 <= cfg.shrink <= 1 and cfg.perturb >= 0, "shrink must be in [0, 1] and perturb >= 0")
+    _check(0 < cfg.first_fraction < 1, f"first_fraction must be in (0, 1), got {cfg.first_fraction}")
+    _check(cfg.examples_per_task >= 20, f"examples_per_task must be >= 20, got {cfg.examples_per_task}")
+    _check(cfg.test_per_class >= 0 and cfg.width >= 1, "test_per_class must be >= 0 and width >= 1")
+    _check(0 <= cfg.dropout < 1, f"dropout must be in [0, 1), got {cfg.dropout}")
+    _check(cfg.step_size > 0 and cfg.seed >= 0, "step_size must be > 0 and seed >= 0")
+    _check(0 < cfg.fit_accuracy <= 1 and cfg.max_epochs >= 1, "fit_accuracy in (0, 1], max_epochs >= 1")
+    _check(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+
+
 #: The validation of each benchmark of this module (``lop_core.config.validate`` dispatches here).
-VALIDATORS = {"continual_mnist": validate_continual}
+VALIDATORS = {"continual_mnist": validate_continual, "warm_start": validate_warm_start}
