@@ -25,7 +25,7 @@ from lop_core.vision.train import Run
 def vit_rate(cfg, device, budget: float = 2.0, repeats: int = 3, compile: bool = False) -> float:
     """Median training images per second of the run ``cfg`` on ``device``."""
     device = resolve_device(device)
-    n = cfg.batch_size * 8
+    n = cfg.batch_size * cfg.num_classes  # a batch's worth of images per class: every task has enough
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8, generator=gen)
     labels = torch.arange(n) % cfg.num_classes
