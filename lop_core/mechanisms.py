@@ -9,7 +9,9 @@ cannot move it out. ``frozen_units`` finds them; ``incoming_grad_norms`` measure
 copies with the same incoming weights and its outgoing weights split among them. The function is
 unchanged, and so is the gradient of every clone: gradient descent keeps the copies identical
 (``clone_gap`` stays 0), so the wide network stays on a manifold of narrow networks. Noise
-injection (``perturb_gradients``) or dropout breaks the symmetry.
+injection (``perturb_gradients``) or dropout breaks the symmetry. The manifold is invariant in exact
+arithmetic, not attracting: in float32 two clones' sums may round differently by one ulp, and with
+batch norm such a difference can grow (in float64 the clones stay bit-identical in the tests).
 """
 
 from __future__ import annotations

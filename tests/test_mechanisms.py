@@ -155,3 +155,29 @@ def test_frozen_rules_and_persistence():
     before, after = torch.tensor([True, True, False, True]), torch.tensor([True, False, False, True])
     assert mechanisms.persistence(before, after) == pytest.approx(2 / 3)
     assert mechanisms.unit_matrix(torch.ones(2, 3, 4, 5)).shape == (40, 3)
+
+
+def test_cloning_demo_keeps_plain_clones_and_separates_noisy_ones(data_root):
+    from lop_core.mechanism_demos import CloningDemo, cloning_demo
+
+    cfg = CloningDemo(examples=200, base_steps=30, steps=40, every=20)
+    demo = cloning_demo((0,), cfg, data_root=data_root)
+    after = demo[demo.step > cfg.base_steps]
+    plain = after[after.variant == "cloned"]
+    assert (plain.clone_gap <= 1e-6).all() and (plain["rank"] <= cfg.width).all()
+    assert (after[after.variant == "narrow (no cloning)"]["rank"] <= cfg.width).all()
+    assert after[after.variant == "cloned + noise"].clone_gap.iloc[-1] > 1e-3
+    assert after[after.variant == "cloned + dropout"].clone_gap.iloc[-1] > 1e-3
+    assert set(demo.step) == {30, 50, 70}
+
+
+def test_setting_names():
+    from lop_core.mechanism_figures import setting_name, start_name
+
+    row = {"activation": "relu", "norm": "batch", "dropout": 0.1, "noise": 0.0}
+    assert setting_name(row) == "ReLU + batch norm + dropout 0.1"
+    assert setting_name({**row, "activation": "tanh", "norm": "none", "dropout": 0}) == "tanh"
+    assert (
+        start_name({"start": "shrink_perturb", "shrink": 0.4, "perturb": 0.1})
+        == "shrink & perturb (λ=0.4, σ=0.1)"
+    )
