@@ -72,3 +72,15 @@ def diverged_note(summaries) -> str:
         return ""
     runs_word = "run" if total == 1 else "runs"
     return f"{count} of {total} {runs_word} diverged (non-finite loss) and {'is' if count == 1 else 'are'} excluded"
+
+
+def seeds_shown(summaries) -> int:
+    """Seeds behind a figure: those of the runs that did not diverge."""
+    if "status" in summaries.columns:
+        summaries = summaries[summaries.status != "diverged"]
+    return int(summaries.seed.nunique())
+
+
+def caption_note(benchmark: str, preset: str, summaries) -> str:
+    """The preset note of a caption, plus the diverged-runs note when a run diverged."""
+    return "; ".join(filter(None, [preset_note(benchmark, preset, summaries), diverged_note(summaries)]))

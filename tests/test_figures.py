@@ -86,3 +86,25 @@ def test_curves_draw_one_line_per_method_in_the_fixed_colours():
     assert labels == ["SGD (base)", "SWR"] and ax.get_legend() is None
     assert ax.get_ylabel() == "online accuracy"
     plt.close(fig)
+
+
+def test_caption_counts_only_runs_shown_and_names_diverged_ones():
+    from lop_core import chapters
+
+    summaries = pd.DataFrame(
+        {
+            "seed": [0, 1, 2],
+            "status": ["done", "done", "diverged"],
+            "num_tasks": [50] * 3,
+            "examples_per_task": [60000] * 3,
+        }
+    )
+    assert chapters.seeds_shown(summaries) == 2
+    note = chapters.caption_note("permuted_mnist", "quick", summaries)
+    assert note == (
+        "quick preset, shortened for a CPU: num tasks 50 instead of 1,000; "
+        "1 of 3 runs diverged (non-finite loss) and is excluded"
+    )
+    assert chapters.caption_note("permuted_mnist", "paper", summaries.iloc[:2].assign(num_tasks=1000)) == (
+        "paper preset: the paper's full protocol"
+    )
