@@ -86,3 +86,34 @@ def late_by_setting(frame: pd.DataFrame, metrics: dict[str, str]) -> pd.DataFram
     out = table.groupby("setting").mean(numeric_only=True)
     out.insert(0, "runs", table.groupby("setting").size())
     return out
+
+
+def start_name(row) -> str:
+    """``fresh``, ``warm`` or ``shrink & perturb (λ=0.4, σ=0.1)`` from a warm-start run's summary."""
+    if row["start"] == "shrink_perturb":
+        return f"shrink & perturb (λ={row['shrink']:g}, σ={row['perturb']:g})"
+    return row["start"]
+
+
+MODEL_NAMES = {
+    "mlp": "an MLP ({w} x 2 hidden units)",
+    "cnn": "a small CNN (width {w})",
+    "resnet18": "a ResNet-18",
+}
+
+
+def warm_start_note(preset: str, summaries: pd.DataFrame | None = None) -> str:
+    """Caption text for warm-start runs: the preset, the network and the data it used."""
+    from lop_core.config import default_config
+
+    cfg = default_config("warm_start", preset)
+    if summaries is not None and summaries.examples_per_task.nunique() == 1:
+        cfg.examples_per_task = int(summaries.examples_per_task.iloc[0])
+    model = MODEL_NAMES[cfg.model].format(w=cfg.width)
+    test = f"{cfg.test_per_class:,} test images per class" if cfg.test_per_class else "all test images"
+    scale = "the paper's protocol" if preset == "paper" else "shortened for a CPU"
+    return (
+        f"{preset} preset, {scale}: {model}, {cfg.examples_per_task:,} training images of the CIFAR-10 JPEG "
+        f"subset ({test}), phases end at {cfg.fit_accuracy:.0%} training accuracy or after "
+        f"{cfg.max_epochs} epochs"
+    )

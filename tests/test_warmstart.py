@@ -30,7 +30,13 @@ def tiny_root(tmp_path_factory):
 
 
 def _cfg(seed=0, **kw):
-    values = {"data_dir": "tree", "examples_per_task": 32, "test_per_class": 4, "batch_size": 8, "max_epochs": 3}
+    values = {
+        "data_dir": "tree",
+        "examples_per_task": 32,
+        "test_per_class": 4,
+        "batch_size": 8,
+        "max_epochs": 3,
+    }
     return config.resolve("warm_start", "smoke", seed=seed, **{**values, **kw})
 
 
