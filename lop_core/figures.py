@@ -143,14 +143,14 @@ def method_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """``method_table`` as strings for a chapter (accuracy as mean ± SE, 3 decimals)."""
+    """``method_table`` as strings for a chapter (accuracy as mean ± SE, 4 decimals)."""
     out = pd.DataFrame(index=[LABELS.get(m, m) for m in table.index])
     out.index.name = "method"
     out["runs"] = table.runs.to_numpy()
     out["first task"] = [f"{v:.3f}" for v in table["first"]]
-    out["mean over tasks"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(table["mean"], table.mean_se, strict=True)]
+    out["mean over tasks"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(table["mean"], table.mean_se, strict=True)]
     out["last tenth of tasks"] = [
-        f"{m:.3f} ± {s:.3f}" for m, s in zip(table.late, table.late_se, strict=True)
+        f"{m:.4f} ± {s:.4f}" for m, s in zip(table.late, table.late_se, strict=True)
     ]
     if "late_vs_base" in table:
         out["vs SGD (last tenth)"] = [f"{v:+.3f}" for v in table.late_vs_base]
@@ -161,3 +161,23 @@ def ranking(table: pd.DataFrame, column: str = "late") -> str:
     """Methods from best to worst by ``column``, e.g. "SWR (0.931) > CBP (0.930) > ..."."""
     ordered = table[column].sort_values(ascending=False)
     return " > ".join(f"{LABELS.get(m, m)} ({v:.3f})" for m, v in ordered.items())
+
+
+def contrast(table: pd.DataFrame, first, second, column: str = "late") -> dict:
+    """Compare the best of methods ``first`` with the best of methods ``second`` on ``column``.
+
+    Returns:
+        ``best_first``, ``best_second`` (method names), ``diff`` (best first minus best second),
+        ``se`` (standard error of that difference, from the two methods' standard errors) and
+        ``verdict``: "above", "below" or "level" (within twice the standard error).
+    """
+    a = table.loc[[m for m in first if m in table.index], column]
+    b = table.loc[[m for m in second if m in table.index], column]
+    if a.empty or b.empty:
+        raise KeyError(f"need runs of one of {list(first)} and of {list(second)}; have {list(table.index)}")
+    best_a, best_b = a.idxmax(), b.idxmax()
+    diff = float(a.max() - b.max())
+    se = float(np.hypot(table.loc[best_a, f"{column}_se"], table.loc[best_b, f"{column}_se"]))
+    se = 0.0 if np.isnan(se) else se  # one seed: no error estimate
+    verdict = "above" if diff > 2 * se else "below" if diff < -2 * se else "level"
+    return {"best_first": best_a, "best_second": best_b, "diff": diff, "se": se, "verdict": verdict}

@@ -51,7 +51,7 @@ def test_method_table_by_hand():
     assert table.loc["base", "mean"] == pytest.approx((0.9 * 18 * 2 + 0.8 + 0.6 + 0.8 + 0.8) / 40)
     assert figures.ranking(table).startswith("SWR (0.950) > SGD (base) (0.750)")
     text = figures.format_table(table)
-    assert text.loc["SWR", "last tenth of tasks"] == "0.950 ± 0.050"
+    assert text.loc["SWR", "last tenth of tasks"] == "0.9500 ± 0.0500"
     assert text.loc["SWR", "vs SGD (last tenth)"] == "+0.200"
 
 
@@ -108,3 +108,17 @@ def test_caption_counts_only_runs_shown_and_names_diverged_ones():
     assert chapters.caption_note("permuted_mnist", "paper", summaries.iloc[:2].assign(num_tasks=1000)) == (
         "paper preset: the paper's full protocol"
     )
+
+
+def test_contrast_is_level_within_twice_the_standard_error():
+    table = pd.DataFrame(
+        {"late": [0.90, 0.95, 0.93, 0.80], "late_se": [0.01, 0.01, 0.01, 0.01]},
+        index=["swr", "cbp", "redo", "base"],
+    )
+    c = figures.contrast(table, ["swr"], ["cbp", "redo"])
+    assert c["best_second"] == "cbp" and c["diff"] == pytest.approx(-0.05)
+    assert c["se"] == pytest.approx(0.01 * 2**0.5) and c["verdict"] == "below"
+    assert figures.contrast(table, ["redo"], ["cbp"])["verdict"] == "level"  # 0.02 < 2 x 0.0141
+    assert figures.contrast(table, ["cbp"], ["base"])["verdict"] == "above"
+    with pytest.raises(KeyError, match="l2"):
+        figures.contrast(table, ["l2"], ["base"])
