@@ -52,7 +52,13 @@ def preset_note(benchmark: str, preset: str, summaries=None) -> str:
         changed = {k: v for k, v in changed.items() if v != getattr(paper, k)}
     if not changed:
         return f"{preset} preset: the paper's full protocol"
-    parts = [f"{k.replace('_', ' ')} {v:,} instead of {getattr(paper, k):,}" for k, v in changed.items()]
+
+    def show(v):
+        return f"{v:,}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+    parts = [
+        f"{k.replace('_', ' ')} {show(v)} instead of {show(getattr(paper, k))}" for k, v in changed.items()
+    ]
     return f"{preset} preset, shortened for a CPU: " + ", ".join(parts)
 
 

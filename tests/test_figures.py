@@ -122,3 +122,11 @@ def test_contrast_is_level_within_twice_the_standard_error():
     assert figures.contrast(table, ["cbp"], ["base"])["verdict"] == "above"
     with pytest.raises(KeyError, match="l2"):
         figures.contrast(table, ["l2"], ["base"])
+
+
+def test_preset_note_shows_text_values_too():
+    from lop_core import chapters
+
+    note = chapters.preset_note("warm_start", "quick")
+    assert note.startswith("quick preset, shortened for a CPU: ")
+    assert "model mlp instead of resnet18" in note

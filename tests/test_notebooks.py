@@ -12,25 +12,30 @@ REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted(REPO.glob("book/[0-9][0-9]_*.ipynb"))
 
 
+def _notebook_populations(sweeps):
+    """The first population of the first sweep of every benchmark: these run through papermill."""
+    from lop_core.sweep import expand
+
+    chosen = {}
+    for path in sweeps:
+        first = expand(path, "smoke")[0]
+        chosen.setdefault(first[0].benchmark, first)
+    return list(chosen.values())
+
+
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory, data_root):
-    """Every sweep's smoke runs, made through the experiment notebooks (papermill)."""
+    """Every sweep's smoke runs: one population per benchmark through its experiment notebook
+    (papermill, one kernel each), the rest in-process by the same sweep command users run."""
     from lop_core.cli import main
+    from lop_core.notebooks import execute_population
 
     runs_dir = tmp_path_factory.mktemp("runs")
     sweeps = sorted(str(p) for p in (REPO / "book/experiments/sweeps").glob("*.yaml"))
-    argv = [
-        "sweep",
-        *sweeps,
-        "--preset",
-        "smoke",
-        "--notebook",
-        "--runs-dir",
-        str(runs_dir),
-        "--data",
-        str(data_root),
-    ]
-    assert main(argv) == 0
+    for cfgs in _notebook_populations(sweeps):
+        execute_population(cfgs, runs_dir, "cpu", data_root)
+    argv = ["sweep", *sweeps, "--preset", "smoke", "--no-progress", "--runs-dir", str(runs_dir)]
+    assert main([*argv, "--data", str(data_root)]) == 0
     bench = [
         "bench",
         "--widths",
@@ -54,9 +59,11 @@ def smoke_runs(tmp_path_factory, data_root):
     return runs_dir
 
 
-def test_experiment_notebook_stores_itself_with_the_runs(smoke_runs):
-    folders = list((smoke_runs / "permuted_mnist").glob("base-*"))
-    assert folders
+def test_experiment_notebooks_store_themselves_with_the_runs(smoke_runs):
+    sweeps = sorted(str(p) for p in (REPO / "book/experiments/sweeps").glob("*.yaml"))
+    populations = _notebook_populations(sweeps)
+    assert {cfgs[0].benchmark for cfgs in populations} >= {"permuted_mnist", "incremental_cifar"}
+    folders = [runs.run_path(c, smoke_runs) for cfgs in populations for c in cfgs]
     for folder in folders:
         assert runs.is_done(folder)
         nb = json.loads((folder / "notebook.ipynb").read_text())
