@@ -37,3 +37,22 @@ def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     shutil.copytree(SHARED_MNIST, root / "MNIST" / "raw")
     return _link_cifar10(root)
+
+
+def write_image_tree(root: Path, classes: int, counts: dict[str, int], size: int, noise: float) -> Path:
+    """Write ``root/tree/{split}/c<k>/<i>.png``: ``size`` x ``size`` RGB images of one colour per
+    class plus Gaussian noise of std ``noise``, ``counts[split]`` images per class (seeded)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = rng.integers(40, 216, size=(classes, 3))
+    for split, n in counts.items():
+        for c in range(classes):
+            (root / "tree" / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(colours[c] + rng.normal(0, noise, size=(size, size, 3)), 0, 255).astype(
+                    np.uint8
+                )
+                Image.fromarray(pixels).save(root / "tree" / split / f"c{c}" / f"{i:02d}.png")
+    return root

@@ -3,10 +3,9 @@
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import write_image_tree
 
 from lop_core import config, experiment, runs
 from lop_core.vision import train as vtrain
@@ -18,16 +17,9 @@ CLASSES = 4
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     """A data root with ``tree/{train,test}/<class>/*.png``: 16 x 16 images, one colour per class plus noise."""
-    root = tmp_path_factory.mktemp("vision")
-    rng = np.random.default_rng(0)
-    colours = rng.integers(40, 216, size=(CLASSES, 3))
-    for split, n in (("train", 14), ("test", 5)):
-        for c in range(CLASSES):
-            (root / "tree" / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                pixels = np.clip(colours[c] + rng.normal(0, 30, size=(16, 16, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(root / "tree" / split / f"c{c}" / f"{i:02d}.png")
-    return root
+    return write_image_tree(
+        tmp_path_factory.mktemp("vision"), CLASSES, {"train": 14, "test": 5}, size=16, noise=30
+    )
 
 
 def _cfg(seed=0, **kw):

@@ -1,9 +1,8 @@
 """Warm starting (C1, C2): shrink-and-perturb by hand, the switch between phases, splits, resume."""
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import write_image_tree
 
 from lop_core import config
 from lop_core.errors import ConfigError
@@ -17,16 +16,9 @@ CLASSES = 4
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     """``tree/{train,test}/<class>/*.png``: 32 x 32 images, one colour per class plus noise."""
-    root = tmp_path_factory.mktemp("warm")
-    rng = np.random.default_rng(0)
-    colours = rng.integers(40, 216, size=(CLASSES, 3))
-    for split, n in (("train", 10), ("test", 4)):
-        for c in range(CLASSES):
-            (root / "tree" / split / f"c{c}").mkdir(parents=True)
-            for i in range(n):
-                pixels = np.clip(colours[c] + rng.normal(0, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(root / "tree" / split / f"c{c}" / f"{i:02d}.png")
-    return root
+    return write_image_tree(
+        tmp_path_factory.mktemp("warm"), CLASSES, {"train": 10, "test": 4}, size=32, noise=40
+    )
 
 
 def _cfg(seed=0, **kw):
