@@ -238,7 +238,19 @@ def config_from_json(cfg: dict):
 
 
 #: Config fields copied as columns into the tidy tables ``load`` returns.
-LABELS = ("method", "seed", "width", "layer_norm", "preset", "step_size", "num_tasks", "examples_per_task")
+LABELS = (
+    "method",
+    "seed",
+    "width",
+    "layer_norm",
+    "preset",
+    "step_size",
+    "num_tasks",
+    "examples_per_task",
+    "optimizer",
+    "momentum",
+    "activation",
+)
 
 
 def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
