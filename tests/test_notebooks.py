@@ -95,7 +95,8 @@ def test_experiment_notebook_with_papermill_parameters(tmp_path, data_root):
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_executes_on_smoke_runs(chapter, smoke_runs, tmp_path):
+def test_chapter_executes_on_smoke_runs(chapter, smoke_runs, tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("LOP_DATA", str(data_root))  # live demos read data; the kernel inherits it
     papermill.execute_notebook(
         str(chapter),
         str(tmp_path / chapter.name),
