@@ -181,3 +181,27 @@ def contrast(table: pd.DataFrame, first, second, column: str = "late") -> dict:
     se = 0.0 if np.isnan(se) else se  # one seed: no error estimate
     verdict = "above" if diff > 2 * se else "below" if diff < -2 * se else "level"
     return {"best_first": best_a, "best_second": best_b, "diff": diff, "se": se, "verdict": verdict}
+
+
+def peak_drop(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per method: the best task of its seed-mean accuracy curve and how far the last tenth is below it.
+
+    A method that learns its first tasks slowly (a small step size, a sigmoid network) starts low,
+    so "last tenth minus first task" hides lost plasticity; "peak minus last tenth" does not.
+
+    Returns:
+        Columns ``peak`` (highest mean accuracy of any task), ``peak_task``, ``late``, ``late_se``
+        (as in ``method_table``) and ``drop`` = ``peak - late``, in the book's method order.
+    """
+    acc = metrics[metrics.metric == "online_accuracy"]
+    curve = acc.groupby(["method", "task"]).value.mean()
+    table = method_table(metrics)
+    out = pd.DataFrame(
+        {
+            "peak": curve.groupby("method").max(),
+            "peak_task": curve.groupby("method").idxmax().map(lambda key: key[1]),
+        }
+    ).reindex(table.index)
+    out["late"], out["late_se"] = table.late, table.late_se
+    out["drop"] = out.peak - out.late
+    return out

@@ -130,3 +130,14 @@ def test_preset_note_shows_text_values_too():
     note = chapters.preset_note("warm_start", "quick")
     assert note.startswith("quick preset, shortened for a CPU: ")
     assert "model mlp instead of resnet18" in note
+
+
+def test_peak_drop_measures_from_the_best_task_of_the_seed_mean():
+    slow = [0.2, 0.8, 0.9] + [0.9] * 16 + [0.85]  # learns late, then loses a little
+    data = _runs({("base", 0): slow, ("base", 1): [v + 0.02 for v in slow], ("swr", 0): [0.5] * 20})
+    table = figures.peak_drop(data)
+    assert table.loc["base", "peak"] == pytest.approx(0.91)  # the mean of the seeds at their best task
+    assert table.loc["base", "peak_task"] == 2  # the first task of the plateau
+    assert table.loc["base", "late"] == pytest.approx((0.9 + 0.85 + 0.92 + 0.87) / 4)
+    assert table.loc["base", "drop"] == pytest.approx(0.91 - 0.885)
+    assert table.loc["swr", "drop"] == pytest.approx(0.0)
