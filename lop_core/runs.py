@@ -258,7 +258,8 @@ def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame,
 
     Returns:
         ``(metrics, summaries)``: metrics has one row per run x task x metric x layer, with the
-        run's ``run``, ``method``, ``seed``, ``width``, ``layer_norm``, ``preset`` columns added;
+        run's ``run`` and ``LABELS`` columns added, plus a column per text-valued method
+        hyperparameter (``utility``, ``pruning``, ...; empty for methods without it);
         summaries has one row per run with its ``status``. Runs that diverged are in summaries
         (``status`` "diverged", ``diverged_step``, no headline numbers, so no mean counts them)
         and not in metrics (``chapters.diverged_note`` words them for a caption).
@@ -276,6 +277,10 @@ def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame,
     for path in paths:
         cfg, summary, metrics = read_run(path)
         labels = {k: cfg[k] for k in LABELS if k in cfg}  # benchmarks differ in their fields
+        # the method's choices (utility, pruning, ...) name its variant; numbers stay in config.json
+        labels.update(
+            {k: v for k, v in cfg.get("method_args", {}).items() if isinstance(v, str) and k not in labels}
+        )
         labels["run"] = path.name
         summary.setdefault("status", "done")
         if summary["status"] != "diverged":

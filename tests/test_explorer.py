@@ -87,3 +87,16 @@ def test_widget_offers_the_settings_and_methods(store):
     assert variants.options == ("SWR",)
     assert metric.options == ("online_accuracy", "threshold_rank")
     plt.close("all")
+
+
+def test_load_labels_runs_with_their_text_choices(tmp_path):
+    _fake_run(tmp_path, 0, "cbp", utility="gradient")
+    _fake_run(tmp_path, 0)
+    cfgs = [
+        config.resolve("permuted_mnist", "smoke", seed=0, method="cbp", utility="gradient"),
+        config.resolve("permuted_mnist", "smoke", seed=0),
+    ]
+    metrics, summaries = runs.load(cfgs, tmp_path)
+    assert summaries.utility.tolist()[0] == "gradient" and pd.isna(summaries.utility.tolist()[1])
+    assert set(metrics.loc[metrics.method == "cbp", "utility"]) == {"gradient"}
+    assert "replacement_rate" not in metrics.columns  # numbers stay in config.json
