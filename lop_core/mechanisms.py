@@ -20,7 +20,6 @@ import torch
 
 from lop_core import metrics
 from lop_core.models.feedforward import MLP
-from lop_core.train import _FROZEN_BOUNDS
 
 #: "Barriers" rule: a unit is frozen when it is dead/saturated on at least this share of inputs.
 FROZEN_SHARE = 0.95
@@ -36,8 +35,8 @@ def unit_matrix(h: torch.Tensor) -> torch.Tensor:
 def frozen_units(h: torch.Tensor, activation: str, share: float = FROZEN_SHARE) -> torch.Tensor:
     """Per unit (bool ``[units]``): dead (ReLU family: exactly 0) or saturated (tanh, sigmoid: within
     0.01 of a bound) on at least ``share`` of the inputs ``h`` [N, units] (post-activation)."""
-    if activation in _FROZEN_BOUNDS:
-        return metrics.saturated_units(h, *_FROZEN_BOUNDS[activation], share=share)
+    if activation in metrics.FROZEN_BOUNDS:
+        return metrics.saturated_units(h, *metrics.FROZEN_BOUNDS[activation], share=share)
     return metrics.dead_units(h, inactive_share=share)
 
 

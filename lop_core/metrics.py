@@ -12,7 +12,18 @@ different quantities are called "stable rank" in the sources; here they have thr
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+#: For each bounded activation, the bounds a *saturated* unit sits at (the ReLU family has none:
+#: its frozen units are dead, exactly zero). reference_code.md §1.5, with its bug 2 (the sign) fixed.
+FROZEN_BOUNDS = {
+    "tanh": (-1.0, 1.0),
+    "sigmoid": (0.0, 1.0),
+    "gelu": (0.0, math.inf),
+    "silu": (0.0, math.inf),
+}
 
 
 def _svdvals(a: torch.Tensor) -> torch.Tensor:

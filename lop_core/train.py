@@ -12,7 +12,6 @@ runs of its population, which never mix with it, go on exactly as without it.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 import torch
@@ -24,15 +23,6 @@ from lop_core.methods import METHODS
 from lop_core.models import PopulationMLP
 from lop_core.optim import SGDW, AdamW
 
-#: For each activation, how a unit counts as dead/frozen on the probe batch (§1.5, bug 2 fixed).
-_FROZEN_BOUNDS = {
-    "tanh": (-1.0, 1.0),
-    "sigmoid": (0.0, 1.0),
-    "gelu": (0.0, math.inf),
-    "silu": (0.0, math.inf),
-}
-
-
 #: The gradient magnitude (mean |g| over all parameters) is averaged over every GRAD_EVERY-th step
 #: of a task: an unbiased estimate of the per-task mean of every step at a tenth of the cost.
 GRAD_EVERY = 10
@@ -40,8 +30,8 @@ GRAD_EVERY = 10
 
 def frozen_fraction(h: torch.Tensor, activation: str) -> torch.Tensor:
     """Dead (ReLU family: exactly zero on every probe input) or saturated units, ``[...]``."""
-    if activation in _FROZEN_BOUNDS:
-        return metrics.saturated_fraction(h, *_FROZEN_BOUNDS[activation])
+    if activation in metrics.FROZEN_BOUNDS:
+        return metrics.saturated_fraction(h, *metrics.FROZEN_BOUNDS[activation])
     return metrics.dead_fraction(h)
 
 
