@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from lop_core.plotting import LABELS, METHOD_ORDER, PALETTE, method_palette
 
@@ -78,6 +79,7 @@ def curves(metrics: pd.DataFrame, metric: str, ax, layer: str = "all", legend: b
         **kwargs,
     )
     ax.set(xlabel="task (permutation)", ylabel=METRIC_LABELS.get(metric, metric))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # tasks are whole numbers, even in short runs
     if ax.get_legend() is not None:  # the handles stay on the axis for a figure-level legend
         ax.get_legend().set_title(None)
         if not legend:

@@ -85,6 +85,7 @@ def test_curves_draw_one_line_per_method_in_the_fixed_colours():
     handles, labels = ax.get_legend_handles_labels()
     assert labels == ["SGD (base)", "SWR"] and ax.get_legend() is None
     assert ax.get_ylabel() == "online accuracy"
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # two tasks: no tick at 0.5
     plt.close(fig)
 
 
