@@ -7,6 +7,8 @@ Entries expand into configs, and configs that differ only in per-run fields (see
 
 An optional ``presets`` mapping shortens a preset further for this sweep only (values every entry
 gets at that preset, e.g. fewer tasks for the h=1000 network on a CPU); entry values win over it.
+An entry may carry its own ``presets`` mapping too (a smaller grid, or a value rescaled for shorter
+tasks, at one preset), which wins over both.
 
 ``python -m lop_core sweep`` trains the missing runs (``lop_core.executors``: here, in local
 worker processes over the GPUs, or on Slurm); ``python -m lop_core status`` counts a sweep's runs
@@ -19,6 +21,8 @@ Example::
     presets: {quick: {num_tasks: 20}}
     entries:
       - {method: base, width: 100}
+      - {method: swr, reinit_factor: [1.0e-6, 1.0e-5, 1.0e-4, 1.0e-3],
+         presets: {quick: {reinit_factor: [1.0e-5, 1.0e-3]}}}
 """
 
 from __future__ import annotations
@@ -81,7 +85,16 @@ def expand(name, preset: str) -> list[list]:
     for entry in spec["entries"]:
         if not isinstance(entry, dict):
             raise ConfigError(f"{spec['path']}: every entry must be a mapping, got {entry!r}")
-        entry = {**shortened, **entry}
+        own = entry.get("presets") or {}
+        if not isinstance(own, dict) or not all(isinstance(v, dict) for v in own.values()):
+            raise ConfigError(
+                f"{spec['path']}: an entry's 'presets' must map a preset name to a mapping of values"
+            )
+        if set(own) - set(PRESETS):
+            raise ConfigError(
+                f"{spec['path']}: unknown presets {sorted(set(own) - set(PRESETS))}; choose from {list(PRESETS)}"
+            )
+        entry = {**shortened, **{k: v for k, v in entry.items() if k != "presets"}, **own.get(preset, {})}
         seeds = parse_seeds(entry.pop("seeds", seeds_by_preset[preset]))
         axes = {k: v if isinstance(v, list) else [v] for k, v in entry.items()}
         for values in itertools.product(*axes.values()):

@@ -128,3 +128,22 @@ def test_status_counts_every_state(tmp_path, sweep_file, data_root, capsys):
     ]
     assert table[["done", "partial", "missing"]].values.tolist() == [[1, 1, 0], [0, 0, 1]]
     assert not locks.lock_path(partial).exists()  # status never leaves a lock behind
+
+
+def test_an_entry_can_change_its_grid_at_one_preset(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "benchmark: permuted_mnist\nseeds: {smoke: 0, quick: 0-1}\npresets: {smoke: {num_tasks: 2}}\n"
+        "entries:\n"
+        "  - {method: swr, width: 10, reinit_factor: [1.0e-6, 1.0e-5, 1.0e-4],\n"
+        "     presets: {smoke: {reinit_factor: [1.0e-3, 1.0e-2], num_tasks: 4}}}\n"
+        "  - {method: base, width: 10}\n"
+    )
+    swr, base = sweep.expand(path, "smoke")
+    assert [c.method_args["reinit_factor"] for c in swr] == [1e-3, 1e-2]
+    assert {c.num_tasks for c in swr} == {4} and {c.num_tasks for c in base} == {2}
+    swr, base = sweep.expand(path, "quick")
+    assert sorted({c.method_args["reinit_factor"] for c in swr}) == [1e-6, 1e-5, 1e-4] and len(swr) == 6
+    path.write_text(path.read_text().replace("presets: {smoke: {reinit", "presets: {smok: {reinit"))
+    with pytest.raises(sweep.ConfigError, match="unknown presets"):
+        sweep.expand(path, "smoke")
