@@ -21,7 +21,7 @@ from lop_core.errors import ConfigError
 from lop_core.methods import METHODS, method_defaults
 from lop_core.vision import config as vision_config
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "crelu")
 OPTIMIZERS = ("sgdw", "adamw")
 PRESETS = ("smoke", "quick", "paper")
 
@@ -40,6 +40,8 @@ class PermutedMNISTConfig:
         depth: number of hidden layers (3 in the paper).
         activation: hidden nonlinearity.
         layer_norm: layer norm after the activation of every hidden layer (post-activation LN).
+        skip_connections: post-activation skip connections from the second hidden layer on
+            (``lop_core.models.PopulationMLP``).
         optimizer: ``sgdw`` (SGD with decoupled multiplicative decay) or ``adamw``.
         step_size: learning rate alpha.
         momentum: SGDW momentum, or Adam's beta1.
@@ -60,6 +62,7 @@ class PermutedMNISTConfig:
     depth: int = 3
     activation: str = "relu"
     layer_norm: bool = False
+    skip_connections: bool = False
     optimizer: str = "sgdw"
     step_size: float = 0.05
     momentum: float = 0.0
@@ -220,6 +223,17 @@ def validate(cfg) -> None:
     _check(cfg.activation in ACTIVATIONS, f"activation {cfg.activation!r}; choose one of {list(ACTIVATIONS)}")
     _check(cfg.optimizer in OPTIMIZERS, f"optimizer {cfg.optimizer!r}; choose one of {list(OPTIMIZERS)}")
     _check(cfg.width >= 1, f"width must be a positive number of units, got {cfg.width}")
+    _check(
+        cfg.activation != "crelu" or cfg.width % 2 == 0,
+        f"crelu needs an even width (width/2 pre-activations per layer), got {cfg.width}",
+    )
+    unit_method = getattr(METHODS[cfg.method], "reinitializes_units", False)
+    _check(
+        not (unit_method and (cfg.activation == "crelu" or cfg.skip_connections)),
+        f"{cfg.method} reinitializes whole units, which CReLU (two features per unit) and skip "
+        "connections (a unit also reaches later layers directly) do not have; use swr, l2, "
+        "shrink_perturb or base with them",
+    )
     _check(1 <= cfg.depth <= 32, f"depth must be between 1 and 32 hidden layers, got {cfg.depth}")
     _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     _check(cfg.step_size > 0, f"step_size must be > 0, got {cfg.step_size}")
@@ -236,9 +250,16 @@ def validate(cfg) -> None:
     METHODS[cfg.method].validate(cfg)
 
 
+#: Fields added after runs were committed: left out of the hash while at these values, so the
+#: folders of earlier runs keep their names.
+HASH_NEUTRAL = {"skip_connections": False}
+
+
 def config_hash(cfg) -> str:
-    """First 8 hex digits of the SHA-1 of the config's canonical JSON (sorted keys)."""
-    text = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    """First 8 hex digits of the SHA-1 of the config's canonical JSON (sorted keys; fields at
+    their ``HASH_NEUTRAL`` value left out)."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in HASH_NEUTRAL or HASH_NEUTRAL[k] != v}
+    text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 

@@ -23,9 +23,11 @@ from lop_core.plotting import LABELS
 def setting_label(cfg: dict) -> str:
     """What the runs of one setting share, e.g. ``h=100, relu, sgdw α=0.05 · quick, 50 tasks``."""
     ln = ", layer norm" if cfg["layer_norm"] else ""
+    ln += ", skip connections" if cfg.get("skip_connections") else ""
+    batch = f", batch {cfg['batch_size']}" if cfg.get("batch_size", 30) != 30 else ""
     opt = cfg["optimizer"] + (f" (momentum {cfg['momentum']})" if cfg["momentum"] else "")
     return (
-        f"h={cfg['width']}{ln}, {cfg['activation']}, {opt} α={cfg['step_size']:g}"
+        f"h={cfg['width']}{ln}, {cfg['activation']}, {opt} α={cfg['step_size']:g}{batch}"
         f" · {cfg['preset']}, {cfg['num_tasks']} tasks"
     )
 

@@ -12,6 +12,7 @@ A run that diverged (a non-finite loss) is finished too: its ``summary.json`` sa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -250,7 +251,15 @@ LABELS = (
     "optimizer",
     "momentum",
     "activation",
+    "skip_connections",
+    "batch_size",
 )
+
+
+@functools.cache
+def _field_defaults(benchmark: str) -> dict:
+    """Every config field of ``benchmark`` at its default (runs made before a field existed)."""
+    return BENCHMARKS[benchmark]().to_dict() if benchmark in BENCHMARKS else {}
 
 
 def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -276,7 +285,8 @@ def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame,
     frames, rows = [], []
     for path in paths:
         cfg, summary, metrics = read_run(path)
-        labels = {k: cfg[k] for k in LABELS if k in cfg}  # benchmarks differ in their fields
+        full = _field_defaults(cfg.get("benchmark")) | cfg
+        labels = {k: full[k] for k in LABELS if k in full}  # benchmarks differ in their fields
         # the method's choices (utility, pruning, ...) name its variant; numbers stay in config.json
         labels.update(
             {k: v for k, v in cfg.get("method_args", {}).items() if isinstance(v, str) and k not in labels}

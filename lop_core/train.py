@@ -66,7 +66,7 @@ class Population:
         self.stream = PermutedMNIST(seeds, c.batch_size, self.device, data_root)
         init_gens = [seeded_generator(s, stream=0) for s in seeds]
         self.model = PopulationMLP(
-            init_gens, 784, c.width, c.depth, 10, c.activation, c.layer_norm, self.device
+            init_gens, 784, c.width, c.depth, 10, c.activation, c.layer_norm, self.device, c.skip_connections
         )
         params = [p for _, p in self.model.parameter_groups()]
         lr = [cfg.step_size for cfg in self.cfgs]

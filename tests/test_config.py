@@ -33,6 +33,9 @@ def test_resolve_applies_preset_and_overrides():
         ({"layer_norm": "maybe"}, "true or false"),
         ({"examples_per_task": 70000}, "examples_per_task"),
         ({"l2_factor": 1.5}, "l2_factor"),
+        ({"activation": "crelu", "width": 11}, "even width"),
+        ({"activation": "crelu", "method": "cbp"}, "use swr, l2"),
+        ({"skip_connections": True, "method": "redo"}, "use swr, l2"),
     ],
 )
 def test_bad_input_is_refused_with_the_valid_choices(kwargs, needle):
@@ -60,6 +63,10 @@ def test_hash_names_the_config_and_ignores_nothing_relevant():
     assert config.run_name(a) == config.run_name(b)
     assert config.config_hash(a) != config.config_hash(c)
     assert config.run_name(c).startswith("base-w10-s0-")
+    # a field added later leaves the names of earlier runs (made without it) as they were
+    skip = config.resolve("permuted_mnist", "quick", seed=0, skip_connections=True)
+    assert config.config_hash(skip) != config.config_hash(a)
+    assert config.run_name(a) == "base-w100-s0-52776de2"  # the name before skip_connections existed
 
 
 def test_population_key_groups_only_per_run_differences():

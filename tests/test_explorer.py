@@ -100,3 +100,13 @@ def test_load_labels_runs_with_their_text_choices(tmp_path):
     assert summaries.utility.tolist()[0] == "gradient" and pd.isna(summaries.utility.tolist()[1])
     assert set(metrics.loc[metrics.method == "cbp", "utility"]) == {"gradient"}
     assert "replacement_rate" not in metrics.columns  # numbers stay in config.json
+
+
+def test_setting_label_names_what_sets_a_setting_apart():
+    cfg = config.resolve(
+        "permuted_mnist", "quick", skip_connections=True, batch_size=1, step_size=0.003
+    ).to_dict()
+    label = explorer.setting_label(cfg)
+    assert "skip connections" in label and "batch 1" in label and "α=0.003" in label
+    plain = explorer.setting_label(config.resolve("permuted_mnist", "quick").to_dict())
+    assert "skip" not in plain and "batch" not in plain

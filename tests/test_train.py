@@ -90,6 +90,40 @@ def test_mlp_init_and_forward_match_nn_linear():
     assert torch.allclose(out[1], ref, atol=1e-5)
 
 
+def test_crelu_and_skip_connections_by_hand():
+    g = [torch.Generator().manual_seed(0)]
+    model = PopulationMLP(g, in_features=6, width=4, depth=3, out_features=3, activation="crelu")
+    # CReLU: width/2 pre-activations per layer, width features out (the reference's 50,360 for h=100)
+    assert [tuple(w.shape) for w in model.weights] == [(1, 2, 6), (1, 2, 4), (1, 2, 4), (1, 3, 4)]
+    big = PopulationMLP(g, width=100, activation="crelu")
+    assert sum(p[0].numel() for p in big.parameters()) == 50360
+    x = torch.randn(1, 5, 6)
+    h, feats = x[0], []
+    for k in range(3):
+        z = torch.nn.functional.linear(h, model.weights[k][0], model.biases[k][0])
+        h = torch.cat([z.clamp(min=0), (-z).clamp(min=0)], dim=-1)
+        feats.append(h)
+    ref = torch.nn.functional.linear(h, model.weights[3][0], model.biases[3][0])
+    assert torch.allclose(model(x)[0], ref, atol=1e-6)
+    assert all(torch.allclose(f[0], r, atol=1e-6) for f, r in zip(model.features, feats, strict=True))
+
+    # post-activation skips from layer 2 on, layer norm after the sum; features before both
+    model = PopulationMLP(
+        g, in_features=6, width=4, depth=3, out_features=3, layer_norm=True, skip_connections=True
+    )
+    h, feats = x[0], []
+    for k in range(3):
+        a = torch.relu(torch.nn.functional.linear(h, model.weights[k][0], model.biases[k][0]))
+        feats.append(a)
+        s = a + h if k > 0 else a
+        h = torch.nn.functional.layer_norm(s, (4,), model.ln_gains[k][0], model.ln_biases[k][0])
+    ref = torch.nn.functional.linear(h, model.weights[3][0], model.biases[3][0])
+    assert torch.allclose(model(x)[0], ref, atol=1e-5)
+    assert all(torch.allclose(f[0], r, atol=1e-6) for f, r in zip(model.features, feats, strict=True))
+    with pytest.raises(ValueError, match="even width"):
+        PopulationMLP(g, width=5, activation="crelu")
+
+
 def test_compiled_step_computes_the_eager_numbers(data_root):
     cfgs = _cfgs([0, 1], width=16, num_tasks=1, examples_per_task=300, probe_size=50)
     eager = Population(cfgs, device="cpu", data_root=data_root)

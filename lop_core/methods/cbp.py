@@ -56,6 +56,7 @@ class CBP(Method):
     """
 
     name = "cbp"
+    reinitializes_units = True  # needs one weight row and one feature per unit
     defaults = {
         "replacement_rate": 1e-4,
         "maturity_threshold": 100,

@@ -33,6 +33,7 @@ class ReDo(Method):
     """
 
     name = "redo"
+    reinitializes_units = True  # needs one weight row and one feature per unit
     # the SWR paper's tuned values for h = 100 without layer norm (reference §5.1)
     defaults = {
         "reinit_frequency": 16,

@@ -22,8 +22,11 @@ _ACTIVATIONS = {
     "gelu": F.gelu,
     "silu": F.silu,
 }
+#: Activations only the population MLP offers: CReLU [relu(z), relu(-z)] doubles each layer's width.
+MLP_ONLY_ACTIVATIONS = ("crelu",)
 _KAIMING_GAIN = {
     "relu": math.sqrt(2.0),
+    "crelu": math.sqrt(2.0),
     "leaky_relu": math.sqrt(2.0 / (1 + 0.01**2)),
     "tanh": 5.0 / 3.0,
     "sigmoid": 1.0,
@@ -33,8 +36,8 @@ _KAIMING_GAIN = {
 def init_std(activation: str, fan_in: int, fan_out: int) -> float:
     """Std of the reference's normal init (reference_code.md §1.4).
 
-    Kaiming-normal (fan_in mode) with the activation's gain for relu, leaky relu, tanh and
-    sigmoid; Xavier-normal for gelu and silu.
+    Kaiming-normal (fan_in mode) with the activation's gain for relu (and CReLU), leaky relu, tanh
+    and sigmoid; Xavier-normal for gelu and silu.
     """
     if activation in _KAIMING_GAIN:
         return _KAIMING_GAIN[activation] / math.sqrt(fan_in)
@@ -42,18 +45,24 @@ def init_std(activation: str, fan_in: int, fan_out: int) -> float:
 
 
 class PopulationMLP(nn.Module):
-    """R MLPs ``in -> width x depth -> out`` with optional post-activation layer norm.
+    """R MLPs ``in -> width x depth -> out`` with optional post-activation layer norm and skips.
 
     Args:
         generators: one generator per run; run r's initial weights are drawn from ``generators[r]``.
         in_features, width, depth, out_features: the architecture (784, h, 3, 10 in the paper).
-        activation: hidden nonlinearity (a key of ``_ACTIVATIONS``).
+        activation: hidden nonlinearity (a key of ``_ACTIVATIONS``, or ``crelu``: each layer then
+            has width/2 pre-activations z and outputs the width features [relu(z), relu(-z)], as in
+            the reference, reference_code.md §1.4).
         layer_norm: apply ``LN(act(Wx + b))`` in every hidden layer (gain 1, bias 0 at init).
+        skip_connections: post-activation skip connections from the second hidden layer on: a
+            layer's output is ``act(W y + b) + y``, y its input (layer norm, when on, comes after
+            the sum), as in the reference's final runs.
         device: where the parameters live.
 
     Attributes:
-        features: after a forward pass, the post-activation (pre-LN) output of every hidden layer,
-            each [R, B, width]; the unit methods and the correlates read them.
+        features: after a forward pass, the post-activation output of every hidden layer (before
+            the skip sum and layer norm), each [R, B, width]; the unit methods and the correlates
+            read them.
     """
 
     def __init__(
@@ -66,20 +75,28 @@ class PopulationMLP(nn.Module):
         activation: str = "relu",
         layer_norm: bool = False,
         device="cpu",
+        skip_connections: bool = False,
     ):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}")
+        known = sorted([*_ACTIVATIONS, *MLP_ONLY_ACTIVATIONS])
+        if activation not in known:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {known}")
+        self.crelu = activation == "crelu"
+        if self.crelu and width % 2:
+            raise ValueError(f"crelu needs an even width (width/2 pre-activations per layer), got {width}")
         self.num_runs = len(generators)
         self.activation = activation
-        self.act = _ACTIVATIONS[activation]
+        self.act = _crelu if self.crelu else _ACTIVATIONS[activation]
         self.width, self.depth, self.layer_norm = width, depth, layer_norm
-        sizes = [in_features] + [width] * depth + [out_features]
+        self.skip_connections = skip_connections
+        # rows of each layer's weight: its pre-activations (half the features with CReLU)
+        rows = [width // 2 if self.crelu else width] * depth + [out_features]
+        fans_in = [in_features] + [width] * depth
         r = self.num_runs
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         self.stds: list[float] = []  # init std of each weight matrix (for reinitialization)
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for fan_in, fan_out in zip(fans_in, rows, strict=True):
             std = init_std(activation, fan_in, fan_out)
             w = torch.empty(r, fan_out, fan_in)
             for run, g in enumerate(generators):
@@ -107,6 +124,8 @@ class PopulationMLP(nn.Module):
         for k in range(self.depth):
             a = self.act(torch.baddbmm(self.biases[k].unsqueeze(-1), self.weights[k], h))  # [R, width, B]
             feats.append(a.mT)  # [R, B, width] views for the methods and the metrics
+            if self.skip_connections and k > 0:
+                a = a + h
             if self.layer_norm:
                 a = F.layer_norm(a.mT, (self.width,), eps=1e-5)  # [R, B, width]
                 a = torch.addcmul(self.ln_biases[k].unsqueeze(1), a, self.ln_gains[k].unsqueeze(1)).mT
@@ -119,3 +138,8 @@ class PopulationMLP(nn.Module):
         out = [("weight", w) for w in self.weights] + [("bias", b) for b in self.biases]
         out += [("ln_gain", g) for g in self.ln_gains] + [("ln_bias", b) for b in self.ln_biases]
         return out
+
+
+def _crelu(z: torch.Tensor) -> torch.Tensor:
+    """CReLU of feature-major pre-activations [R, units, B]: [relu(z), relu(-z)], [R, 2 units, B]."""
+    return torch.cat([torch.relu(z), torch.relu(-z)], dim=1)
