@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from lop_core import runs
 from lop_core.config import PRESET_VALUES, ConfigError
 from lop_core.sweep import command, expand
@@ -28,6 +30,29 @@ def load_finding(sweep: str, preset: str = "auto", runs_dir=None):
     cfgs = [c for p in expand(sweep, preset) for c in p]
     metrics, summaries = runs.load(cfgs, runs_dir, command=command(sweep, preset))
     return metrics, summaries, preset
+
+
+def run_args(sweep: str, preset: str = "auto", runs_dir=None) -> pd.DataFrame:
+    """The numeric method hyperparameters of every run of a sweep (``reinit_freq``, ``reinit_factor``...).
+
+    ``load_finding``'s tables carry only the text-valued ones (``utility``, ``pruning``...); merge
+    this table on ``run`` to draw a quantity against a number.
+
+    Returns:
+        One row per run: ``run`` (its folder name, as in ``load_finding``'s tables) and one column
+        per numeric method argument of any run (missing for runs whose method lacks it).
+    """
+    preset = pick_preset(sweep, preset, runs_dir)
+    rows = {}
+    for cfg in (c for p in expand(sweep, preset) for c in p):
+        name = runs.run_path(cfg, runs_dir).name
+        numbers = {
+            k: v
+            for k, v in cfg.method_args.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        rows[name] = {"run": name, **numbers}  # a run in two populations counts once
+    return pd.DataFrame(list(rows.values())) if rows else pd.DataFrame(columns=["run"])
 
 
 def preset_note(benchmark: str, preset: str, summaries=None) -> str:

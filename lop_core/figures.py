@@ -207,3 +207,48 @@ def peak_drop(metrics: pd.DataFrame) -> pd.DataFrame:
     out["late"], out["late_se"] = table.late, table.late_se
     out["drop"] = out.peak - out.late
     return out
+
+
+def sensitivity_table(
+    metrics: pd.DataFrame, args: pd.DataFrame, x: str = "reinit_factor", hue: str = "reinit_freq"
+) -> pd.DataFrame:
+    """Mean online accuracy over all tasks per grid cell of two hyperparameters.
+
+    Every run is scored by its online accuracy averaged over all its tasks (the reference's
+    sensitivity curves); the runs of a cell (its seeds) are then averaged.
+
+    Args:
+        metrics: tidy metrics of ``chapters.load_finding``.
+        args: per-run hyperparameters with a ``run`` column (``chapters.run_args``).
+        x, hue: the two columns of ``args`` that span the grid.
+
+    Returns:
+        One row per (``hue``, ``x``) cell, sorted: ``mean``, ``se`` (standard error over the runs;
+        NaN for one run) and ``runs``.
+    """
+    scores = run_scores(metrics)[["run", "mean"]].merge(args[["run", x, hue]], on="run", how="inner")
+    out = scores.groupby([hue, x])["mean"].agg(mean="mean", se="sem", runs="size")
+    return out.reset_index().sort_values([hue, x], ignore_index=True)
+
+
+def sensitivity(
+    metrics: pd.DataFrame, args: pd.DataFrame, ax, x: str = "reinit_factor", hue: str = "reinit_freq"
+) -> pd.DataFrame:
+    """Sensitivity curves: mean online accuracy (± SE over seeds) against ``x`` on a log axis, one
+    line per value of ``hue``. Returns the ``sensitivity_table`` drawn."""
+    table = sensitivity_table(metrics, args, x, hue)
+    values = sorted(table[hue].unique())
+    colours = sns.color_palette("viridis", len(values))
+    for value, colour in zip(values, colours, strict=True):
+        cell = table[table[hue] == value]
+        ax.errorbar(
+            cell[x],
+            cell["mean"],
+            yerr=cell.se.fillna(0.0),
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=f"{hue.replace('_', ' ')} {value:g}",
+        )
+    ax.set(xscale="log", xlabel=x.replace("_", " "), ylabel="online accuracy, mean over tasks")
+    return table

@@ -142,3 +142,52 @@ def test_peak_drop_measures_from_the_best_task_of_the_seed_mean():
     assert table.loc["base", "late"] == pytest.approx((0.9 + 0.85 + 0.92 + 0.87) / 4)
     assert table.loc["base", "drop"] == pytest.approx(0.91 - 0.885)
     assert table.loc["swr", "drop"] == pytest.approx(0.0)
+
+
+def test_run_args_gives_the_numeric_method_args_of_every_run(tmp_path):
+    from lop_core import chapters, runs, sweep
+
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(
+        "benchmark: permuted_mnist\n"
+        "seeds: {smoke: 0-1, quick: 0, paper: 0-2}\n"
+        "entries:\n"
+        "  - {method: base, width: 10}\n"
+        "  - {method: swr, width: 10, reinit_freq: [16, 64], reinit_factor: 1.0e-3}\n"
+    )
+    args = chapters.run_args(str(spec), "smoke", tmp_path)
+    assert len(args) == 6  # base and two frequencies, two seeds each
+    swr = args.dropna(subset=["reinit_freq"])
+    assert sorted(swr.reinit_freq) == [16, 16, 64, 64]
+    assert set(swr.reinit_factor) == {1e-3} and set(swr.decay_rate) == {0.0}  # the method's default too
+    assert "utility" not in args.columns  # text args are in load_finding's tables already
+    assert args.reinit_freq.isna().sum() == 2  # base has no reinit_freq
+    names = {runs.run_path(c, tmp_path).name for p in sweep.expand(str(spec), "smoke") for c in p}
+    assert set(args.run) == names
+    assert len(chapters.run_args(str(spec), "auto", tmp_path)) == 3  # no paper runs: quick, one seed
+
+
+def test_sensitivity_averages_tasks_per_run_then_seeds_per_cell():
+    curves = {
+        ("a", 0): [0.8, 0.6],  # run mean 0.7
+        ("a", 1): [0.9, 0.9],  # run mean 0.9
+        ("b", 0): [0.5, 0.5],
+        ("c", 0): [1.0, 0.0],
+    }
+    metrics = _runs(curves)
+    args = pd.DataFrame(
+        {
+            "run": ["a-0", "a-1", "b-0", "c-0"],
+            "reinit_freq": [512, 512, 512, 2048],
+            "reinit_factor": [1e-4, 1e-4, 1e-2, 1e-4],
+        }
+    )
+    fig, ax = plt.subplots()
+    table = figures.sensitivity(metrics, args, ax)
+    assert list(table.reinit_freq) == [512, 512, 2048] and list(table.reinit_factor) == [1e-4, 1e-2, 1e-4]
+    assert table["mean"].tolist() == pytest.approx([0.8, 0.5, 0.5])
+    assert table.se.iloc[0] == pytest.approx(0.1)  # std (ddof 1) 0.1414 / sqrt(2)
+    assert table.se.iloc[1:].isna().all() and table.runs.tolist() == [2, 1, 1]
+    assert ax.get_xscale() == "log"
+    assert ax.get_legend_handles_labels()[1] == ["reinit freq 512", "reinit freq 2048"]
+    plt.close(fig)
