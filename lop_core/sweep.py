@@ -52,6 +52,15 @@ def sweep_path(name: str | Path) -> Path:
     return path
 
 
+def _check_presets(path, presets, what: str, also=()) -> None:
+    """``presets`` (and the keys of ``also``) must name known presets, each mapped to values."""
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ConfigError(f"{path}: {what} must map a preset name to a mapping of values")
+    unknown = sorted(set(presets) - set(PRESETS)) + sorted(set(also) - set(PRESETS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown presets {unknown}; choose from {list(PRESETS)}")
+
+
 def read_sweep(name) -> dict:
     """Parse and check a sweep file (safe YAML loader)."""
     path = sweep_path(name)
@@ -61,15 +70,10 @@ def read_sweep(name) -> dict:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("entries"), list) or "benchmark" not in spec:
         raise ConfigError(f"{path}: expected a mapping with 'benchmark', 'seeds' and a list 'entries'")
-    presets = spec.get("presets") or {}
-    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
-        raise ConfigError(f"{path}: 'presets' must map a preset name to a mapping of values")
     seeds = spec.get("seeds", {})
     if not isinstance(seeds, dict):
         raise ConfigError(f"{path}: 'seeds' must map a preset name to seeds, e.g. {{smoke: 0-1, quick: 0-4}}")
-    unknown = sorted(set(presets) - set(PRESETS)) + sorted(set(seeds) - set(PRESETS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown presets {unknown}; choose from {list(PRESETS)}")
+    _check_presets(path, spec.get("presets") or {}, "'presets'", also=seeds)
     spec["path"] = str(path)
     return spec
 
@@ -86,14 +90,7 @@ def expand(name, preset: str) -> list[list]:
         if not isinstance(entry, dict):
             raise ConfigError(f"{spec['path']}: every entry must be a mapping, got {entry!r}")
         own = entry.get("presets") or {}
-        if not isinstance(own, dict) or not all(isinstance(v, dict) for v in own.values()):
-            raise ConfigError(
-                f"{spec['path']}: an entry's 'presets' must map a preset name to a mapping of values"
-            )
-        if set(own) - set(PRESETS):
-            raise ConfigError(
-                f"{spec['path']}: unknown presets {sorted(set(own) - set(PRESETS))}; choose from {list(PRESETS)}"
-            )
+        _check_presets(spec["path"], own, "an entry's 'presets'")
         entry = {**shortened, **{k: v for k, v in entry.items() if k != "presets"}, **own.get(preset, {})}
         seeds = parse_seeds(entry.pop("seeds", seeds_by_preset[preset]))
         axes = {k: v if isinstance(v, list) else [v] for k, v in entry.items()}
