@@ -70,11 +70,12 @@ class PermutedMNIST:
         batch_size: examples per step.
         device: where images, labels and batches live.
         root: data root (see ``data_root``).
+        dtype: floating-point type of the images (float32 unless a population asks for float64).
     """
 
-    def __init__(self, seeds: list[int], batch_size: int, device="cpu", root=None):
+    def __init__(self, seeds: list[int], batch_size: int, device="cpu", root=None, dtype=torch.float32):
         images, labels = load_mnist(root)
-        self.images = images.to(device=device, dtype=torch.float32).div_(255.0)  # [N, 784] in [0, 1]
+        self.images = images.to(device=device, dtype=dtype).div_(255.0)  # [N, 784] in [0, 1]
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.device = torch.device(device)

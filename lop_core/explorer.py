@@ -49,12 +49,15 @@ def variant_label(cfg: dict) -> str:
 def catalog(runs_dir=None, benchmark: str = "permuted_mnist") -> pd.DataFrame:
     """One row per finished run of ``benchmark``: ``path``, ``setting``, ``variant``, ``method``, ``seed``.
 
-    Unfinished folders (no ``DONE``) are skipped; a finished folder whose config cannot be read
-    raises ``runs.RunError`` naming it.
+    Unfinished folders (no ``DONE``) and diverged runs (non-finite loss: their rows stop where
+    they diverged, so a mean over seeds would mix tasks) are skipped, as in the chapters; a
+    finished folder whose config cannot be read raises ``runs.RunError`` naming it.
     """
     root = runs.default_runs_dir(runs_dir) / benchmark
     rows = []
     for done in sorted(root.glob("*/DONE")):
+        if runs.run_state(done.parent) == "diverged":
+            continue
         try:
             cfg = json.loads((done.parent / "config.json").read_text())
         except (OSError, ValueError) as err:

@@ -51,9 +51,14 @@ class Population:
         data_root: MNIST root (see ``lop_core.data.data_root``).
         compile: capture the forward and backward pass with ``torch.compile`` (on a GPU with CUDA
             graphs, ``mode="reduce-overhead"``): the same numbers, far less launch overhead.
+        dtype: floating-point type of the weights, the optimizer state and the inputs (default
+            float32, what every run in ``runs/`` used). float64 makes the rounding difference
+            between a population and its runs trained alone (batched vs single matrix products)
+            about 1e-16, so that comparisons (SWR's threshold, the unit rankings) take the same
+            choices on every build: the population-equivalence tests use it.
     """
 
-    def __init__(self, cfgs, device=None, data_root=None, compile: bool = False):
+    def __init__(self, cfgs, device=None, data_root=None, compile: bool = False, dtype=torch.float32):
         from lop_core.config import population_key
 
         keys = {population_key(c) for c in cfgs}
@@ -63,11 +68,11 @@ class Population:
         c = self.cfgs[0]
         self.device = resolve_device(device)
         seeds = [cfg.seed for cfg in self.cfgs]
-        self.stream = PermutedMNIST(seeds, c.batch_size, self.device, data_root)
+        self.stream = PermutedMNIST(seeds, c.batch_size, self.device, data_root, dtype=dtype)
         init_gens = [seeded_generator(s, stream=0) for s in seeds]
         self.model = PopulationMLP(
             init_gens, 784, c.width, c.depth, 10, c.activation, c.layer_norm, self.device, c.skip_connections
-        )
+        ).to(dtype)
         params = [p for _, p in self.model.parameter_groups()]
         lr = [cfg.step_size for cfg in self.cfgs]
         l2 = [cfg.l2_factor for cfg in self.cfgs]

@@ -12,12 +12,12 @@ import pytest  # noqa: E402
 from lop_core import config, explorer, runs  # noqa: E402
 
 
-def _fake_run(store, seed, method="base", done=True, **overrides):
+def _fake_run(store, seed, method="base", done=True, summary="{}", **overrides):
     cfg = config.resolve("permuted_mnist", "smoke", seed=seed, method=method, **overrides)
     path = runs.run_path(cfg, store)
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(cfg.to_dict()))
-    (path / "summary.json").write_text("{}")
+    (path / "summary.json").write_text(summary)
     rows = [(t, "online_accuracy", "all", 0.9 - 0.1 * t + 0.01 * seed) for t in range(3)]
     rows += [(t, "threshold_rank", "3", 50.0 - t) for t in range(3)]
     pd.DataFrame(rows, columns=["task", "metric", "layer", "value"]).to_csv(
@@ -35,12 +35,13 @@ def store(tmp_path):
         _fake_run(tmp_path, seed, "cbp", maturity_threshold=5)
     _fake_run(tmp_path, 0, "swr", width=10)
     _fake_run(tmp_path, 2, done=False)  # unfinished: never listed
+    _fake_run(tmp_path, 3, summary='{"status": "diverged", "diverged_step": 5}')  # never listed
     return tmp_path
 
 
 def test_catalog_lists_finished_runs_with_setting_and_variant(store):
     cat = explorer.catalog(store)
-    assert len(cat) == 5
+    assert len(cat) == 5 and 3 not in set(cat.seed)  # neither the unfinished nor the diverged run
     assert sorted(cat.setting.unique()) == [
         "h=10, relu, sgdw α=0.05 · smoke, 3 tasks",
         "h=100, relu, sgdw α=0.05 · smoke, 3 tasks",

@@ -218,4 +218,4 @@ def fill_masked(method: Method, index: int, mask: torch.Tensor, counts: list[int
     draws = [method.draw_init(r, index, c) for r, c in enumerate(counts) if c]
     if draws:
         # masked_scatter_ fills the True entries in row-major order: run 0's first, then run 1's...
-        p.masked_scatter_(mask, to_device(torch.cat(draws), p))
+        p.masked_scatter_(mask, to_device(torch.cat(draws), p).to(p.dtype))
