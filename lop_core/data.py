@@ -26,27 +26,85 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 _MNIST_CACHE: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
+#: sha256 of each MNIST split as decoded (the uint8 images [N, 28, 28], then the int64 labels, as
+#: bytes): a wrong file of the right size (extracted garbage, another data set) trains silently at
+#: chance and would be stored under the same run names as real runs, so it is refused.
+MNIST_SHA256 = {
+    True: "d18cfd466eb143ac1097fde604dba9eec4116885869d04cc648b510949f9e88c",
+    False: "a0863a96c44e5666edbb30c4071ee79ca0514c621e6349c5967fc78e7305c891",
+}
+_FIX = (
+    "On a machine without network, copy the four MNIST .gz files there, or point LOP_DATA at a "
+    "folder that has MNIST/raw/."
+)
+
+
+def _check_archives(raw: Path) -> None:
+    """Refuse ``.gz`` files that are there but fail torchvision's MD5 (truncated or altered)."""
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import check_integrity
+
+    bad = [
+        name
+        for name, md5 in MNIST.resources
+        if (raw / name).is_file() and not check_integrity(raw / name, md5)
+    ]
+    if bad:
+        raise DataError(
+            f"MNIST files under {raw} are corrupt (MD5 mismatch: truncated or altered): {bad}. "
+            "Delete them and copy or download them again."
+        )
+
+
+def _remove_empty(folder: Path, stop: Path | None) -> None:
+    """Remove ``folder`` and its empty parents up to (not including) ``stop``, if they hold nothing."""
+    while folder != stop and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
 
 def load_mnist(root=None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST as tensors: images uint8 [N, 784] and labels int64 [N].
 
     Raises:
-        DataError: the files are missing under ``root`` and cannot be downloaded.
+        DataError: the files are missing under ``root`` and cannot be downloaded, are corrupt
+            (the ``.gz`` files' MD5, as torchvision checks them), cannot be decoded, or decode to
+            something other than MNIST (``MNIST_SHA256``). A folder that did not exist before is
+            not left behind.
     """
+    import hashlib
+
     root = data_root(root)
     key = (str(root), train)
-    if key not in _MNIST_CACHE:
-        from torchvision.datasets import MNIST
+    if key in _MNIST_CACHE:
+        return _MNIST_CACHE[key]
+    from torchvision.datasets import MNIST
 
-        try:
-            ds = MNIST(str(root), train=train, download=True)
-        except Exception as err:  # torchvision raises RuntimeError/URLError/OSError variously
+    raw = root / "MNIST" / "raw"
+    _check_archives(raw)
+    first_missing = next((p for p in [root, *root.parents] if p.exists()), None)
+    extracted = [raw / name.removesuffix(".gz") for name, _ in MNIST.resources]
+    try:
+        ds = MNIST(str(root), train=train, download=True)
+    except Exception as err:  # torchvision raises RuntimeError/URLError/OSError variously
+        if all(p.is_file() for p in extracted):
             raise DataError(
-                f"MNIST is not under {root / 'MNIST' / 'raw'} and could not be downloaded ({err}). "
-                "On a machine without network, copy the four MNIST .gz files there, or point "
-                "LOP_DATA at a folder that has MNIST/raw/."
+                f"MNIST under {raw} cannot be decoded ({type(err).__name__}: {err}). Delete the "
+                "extracted files (the names without .gz) so that they are extracted again."
             ) from None
-        _MNIST_CACHE[key] = (ds.data.reshape(len(ds.data), -1), ds.targets.long())
+        if first_missing != root:
+            _remove_empty(raw, first_missing)
+        raise DataError(f"MNIST is not under {raw} and could not be downloaded ({err}). {_FIX}") from None
+    images, labels = ds.data.contiguous(), ds.targets.long()
+    digest = hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()
+    if digest != MNIST_SHA256[train]:
+        split = "training" if train else "test"
+        raise DataError(
+            f"the files under {raw} do not hold MNIST's {split} set (sha256 {digest[:12]}..., expected "
+            f"{MNIST_SHA256[train][:12]}...). Delete the extracted files (the names without .gz) so "
+            "that they are extracted again from the .gz files, or replace them all."
+        )
+    _MNIST_CACHE[key] = (images.reshape(len(images), -1), labels)
     return _MNIST_CACHE[key]
 
 
