@@ -97,9 +97,7 @@ class _Run:
             self.record(t, "effective_rank", str(k), metrics.effective_rank(h))
         mask, g = torch.cat(frozen), torch.cat(grads)
         self.record(t, "frozen_fraction", "all", mask.float().mean())
-        self.record(
-            t, "duplicate_fraction", "all", sum(metrics.duplicate_fraction(h) for h in feats) / len(feats)
-        )
+        self.record(t, "duplicate_fraction", "all", metrics.layer_mean_duplicate_fraction(feats))
         self.record(t, "live_grad", "all", g[~mask].mean() if (~mask).any() else float("nan"))
         if mask.any():  # mean incoming-gradient norm of the frozen units
             self.record(t, "frozen_grad", "all", g[mask].mean())

@@ -79,10 +79,13 @@ def saturated_fraction(
 
 
 def duplicate_fraction(h: torch.Tensor, threshold: float = 0.95) -> torch.Tensor:
-    """Share of units whose activation vector nearly equals a later unit's (uncentred cosine).
+    """Share of the units of *one layer* whose activations nearly equal a later unit's (uncentred cosine).
 
-    Unit j is a duplicate if some unit k > j has ``cos(h[:, j], h[:, k]) > threshold``, so one
-    member of each near-identical pair counts. All-zero units are never duplicates.
+    Unit j is a duplicate if some unit k > j of the same layer has ``cos(h[:, j], h[:, k]) >
+    threshold``, so one member of each near-identical pair counts. All-zero units are never
+    duplicates. Units of different layers are never compared (the "Barriers" paper's definition:
+    a duplicate is a unit that computes what another unit of its layer computes); for a whole
+    network use ``layer_mean_duplicate_fraction``.
     """
     norms = h.norm(dim=-2, keepdim=True)  # [..., 1, units]
     unit = h / norms.clamp_min(1e-12)
@@ -90,6 +93,13 @@ def duplicate_fraction(h: torch.Tensor, threshold: float = 0.95) -> torch.Tensor
     upper = torch.triu(torch.ones_like(cos, dtype=torch.bool), diagonal=1)
     dup = ((cos > threshold) & upper).any(dim=-1)
     return dup.to(h.dtype).mean(dim=-1)
+
+
+def layer_mean_duplicate_fraction(layers: list[torch.Tensor], threshold: float = 0.95) -> torch.Tensor:
+    """The network's duplicate share: ``duplicate_fraction`` of every layer ``[..., N, units]``, averaged."""
+    if not layers:
+        raise ValueError("layer_mean_duplicate_fraction needs at least one layer")
+    return sum(duplicate_fraction(h, threshold) for h in layers) / len(layers)
 
 
 def effective_rank(h: torch.Tensor) -> torch.Tensor:
@@ -105,13 +115,15 @@ def threshold_rank(h: torch.Tensor, share: float = 0.99) -> torch.Tensor:
     """Smallest k such that the k largest singular values hold ``share`` of their sum.
 
     This is Kumar et al.'s srank with delta = 1 - share, and what the reference code calls
-    "stable rank" (reference_code.md §1.5): uncentred, not normalised.
+    "stable rank" (reference_code.md §1.5): uncentred, not normalised. A zero matrix (a fully
+    dead layer) has rank 0: no singular value holds anything.
     """
     s = _svdvals(h)
-    cum = s.cumsum(dim=-1) / s.sum(dim=-1, keepdim=True).clamp_min(1e-300)
+    total = s.sum(dim=-1, keepdim=True)
+    cum = s.cumsum(dim=-1) / total.clamp_min(1e-300)
     # count of prefixes still below the share, plus one: the first index reaching it
-    k = (cum < share - 1e-12).sum(dim=-1) + 1
-    return k.clamp(max=s.shape[-1]).to(h.dtype)
+    k = ((cum < share - 1e-12).sum(dim=-1) + 1).clamp(max=s.shape[-1])
+    return torch.where(total.squeeze(-1) > 0, k, torch.zeros_like(k)).to(h.dtype)
 
 
 def stable_rank(h: torch.Tensor) -> torch.Tensor:

@@ -121,9 +121,10 @@ class Population:
         feats = [h.nan_to_num(0.0, 0.0, 0.0) for h in self.model.features]
         for k, h in enumerate(feats, start=1):
             self._record(task, "dead_fraction", str(k), frozen_fraction(h, c.activation))
+            self._record(task, "duplicate_fraction", str(k), metrics.duplicate_fraction(h))
         every = torch.cat(feats, dim=-1)  # [R, P, depth * width]
         self._record(task, "dead_fraction", "all", frozen_fraction(every, c.activation))
-        self._record(task, "duplicate_fraction", "all", metrics.duplicate_fraction(every))
+        self._record(task, "duplicate_fraction", "all", metrics.layer_mean_duplicate_fraction(feats))
         last = feats[-1]
         self._record(task, "threshold_rank", str(c.depth), metrics.threshold_rank(last))
         self._record(task, "effective_rank", str(c.depth), metrics.effective_rank(last))

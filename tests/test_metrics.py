@@ -28,6 +28,19 @@ def test_duplicate_fraction_counts_one_member_per_pair():
     assert metrics.duplicate_fraction(h).item() == 0.25
 
 
+def test_duplicates_are_counted_within_a_layer_and_averaged_over_layers():
+    """A unit of layer 1 that copies a unit of layer 3 is no duplicate (the "Barriers" definition)."""
+    g = torch.Generator().manual_seed(0)
+    x, y, z = (torch.randn(200, 1, generator=g) for _ in range(3))
+    first = torch.cat([x, y], dim=1)  # no duplicate within it
+    third = torch.cat([3 * x, z, 2 * z, -z], dim=1)  # its unit 1 and 2 are a pair; unit 0 copies layer 1
+    both = metrics.layer_mean_duplicate_fraction([first, third])
+    assert both.item() == (0.0 + 0.25) / 2
+    assert metrics.duplicate_fraction(torch.cat([first, third], dim=1)).item() != both.item()
+    batched = metrics.layer_mean_duplicate_fraction([first.expand(2, 200, 2), third.expand(2, 200, 4)])
+    assert batched.tolist() == [0.125, 0.125]  # leading run dimension kept
+
+
 def test_ranks_on_a_matrix_with_known_singular_values():
     s = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0])
     u, _ = torch.linalg.qr(torch.randn(50, 5, generator=torch.Generator().manual_seed(0)))
@@ -47,6 +60,12 @@ def test_rank_of_identity_and_zero():
     assert metrics.threshold_rank(eye).item() == 6
     assert metrics.stable_rank(eye).item() == 6
     assert metrics.effective_rank(torch.zeros(4, 3)).item() == 0.0
+
+
+def test_a_fully_dead_layer_has_threshold_rank_zero():
+    assert metrics.threshold_rank(torch.zeros(1500, 10)).item() == 0
+    mixed = torch.stack([torch.zeros(30, 4), torch.eye(30)[:, :4]])  # [R=2, 30, 4]: dead run, live run
+    assert metrics.threshold_rank(mixed).tolist() == [0, 4]
 
 
 def test_mean_abs_is_sum_over_count_per_run():

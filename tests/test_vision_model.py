@@ -120,3 +120,21 @@ def test_augment_draws_per_image_from_the_generator():
         torch.full((1, 3, 2, 2), 255, dtype=torch.uint8), torch.zeros(3), torch.full((3,), 2.0)
     )
     assert torch.equal(normed, torch.full((1, 3, 2, 2), 0.5))
+
+
+def test_dormant_rule_is_h_at_most_one_hundredth_on_every_input():
+    """GELU units are dormant when h <= 0.01 on every input (the reference's rule, as for permuted
+    MNIST's GELU): a unit stuck in GELU's negative trough (about -0.16) is dormant, one that is
+    ever above 0.01 is not."""
+    from lop_core.vision import measure
+
+    vit = ViT(4, image_size=8, patch=4, width=8, depth=2, heads=2, mlp=6, dropout=0.0)
+    with torch.no_grad():
+        vit.fc1_w[0, 0].zero_()
+        vit.fc1_b[0, 0] = -1.0  # block 1, unit 0: GELU(-1) = -0.159 on every token
+        vit.fc1_w[0, 1].zero_()
+        vit.fc1_b[0, 1] = -30.0  # unit 1: GELU(-30) = 0
+        vit.fc1_w[0, 2:].zero_()
+        vit.fc1_b[0, 2:] = 1.0  # units 2-5: GELU(1) = 0.84
+    out = measure.hidden_units(vit, [torch.randn(3, 3, 8, 8)])
+    assert out[("dormant_fraction", "1")] == pytest.approx(2 / 6)

@@ -7,8 +7,9 @@ layer-norm gain. For the gain two numbers: ``effective`` is mean |gain| as the n
 mean |parameter| (|g| or |w|), the reference's ``ln_weight_magnitude``, which is not (§8 bug 14).
 
 ``hidden_units`` is recorded at every task's end, on un-augmented training images of the seen
-classes, for the weights carried forward: the share of dormant MLP units per block (|GELU output|
-<= 0.01 on every token of every probe image; the reference's post-run rule) and the rank of the
+classes, for the weights carried forward: the share of dormant MLP units per block (GELU output
+h <= 0.01 on every token of every probe image, negative outputs included: the reference's post-run
+rule, and the rule permuted MNIST applies to GELU, ``metrics.FROZEN_BOUNDS``) and the rank of the
 last block's MLP units at the class token (the reference's post-run "stable rank" and two more).
 """
 
@@ -19,7 +20,9 @@ import torch
 from lop_core import metrics
 from lop_core.models.vit import ViT
 
+#: A GELU unit is dormant when h <= low + DORMANT_EPS on every input, low = 0 (``metrics.FROZEN_BOUNDS``).
 DORMANT_EPS = 0.01
+DORMANT_AT_MOST = metrics.FROZEN_BOUNDS["gelu"][0] + DORMANT_EPS
 
 
 @torch.no_grad()
@@ -49,10 +52,10 @@ def hidden_units(model: ViT, batches) -> dict[tuple[str, str], float]:
     peak, last = None, []
     for x in batches:
         feats = model.hidden_units(x)  # depth x [B, tokens, mlp]
-        top = torch.stack([f.float().abs().amax(dim=(0, 1)) for f in feats])  # [depth, mlp]
+        top = torch.stack([f.float().amax(dim=(0, 1)) for f in feats])  # [depth, mlp]: largest output
         peak = top if peak is None else torch.maximum(peak, top)
         last.append(feats[-1][:, 0].float())  # [B, mlp] at the class token
-    dormant = peak <= DORMANT_EPS  # [depth, mlp]
+    dormant = peak <= DORMANT_AT_MOST  # [depth, mlp]: h <= 0.01 on every input
     out = {("dormant_fraction", str(k + 1)): float(d.float().mean()) for k, d in enumerate(dormant)}
     out[("dormant_fraction", "all")] = float(dormant.float().mean())
     h = torch.cat(last)  # [probe, mlp]
