@@ -95,6 +95,8 @@ class Population:
         self.diverged: list[dict | None] = [None] * len(self.cfgs)
         # first non-finite step of every run (-1: none yet), kept on the device: no sync per step
         self._bad_step = torch.full((len(self.cfgs),), -1, dtype=torch.long, device=self.device)
+        #: bool [R], True for a frozen (diverged) run; None while every run is live
+        self._frozen: torch.Tensor | None = None
 
     @property
     def num_runs(self) -> int:
@@ -160,6 +162,8 @@ class Population:
             self._bad_step.masked_fill_(first_bad, self.task * steps + s + 1)  # counted like after_step
         self.optimizer.step()
         info = self.method.after_step(self.task * steps + s + 1)
+        if self._frozen is not None:  # nothing (decay, noise, a reset) moves a frozen run's zeros
+            self._zero_frozen()
         for key, value in (info or {}).items():
             sums[key] += value
 
@@ -191,9 +195,11 @@ class Population:
     def _stop_diverged(self, task: int) -> None:
         """Mark and freeze the runs whose loss (or weights) stopped being finite during ``task``.
 
-        A diverged run keeps only the rows of the tasks before ``task``. Its weights are zeroed and
-        its step size set to 0, so that no NaN reaches the correlates' SVDs or the methods later;
-        the other runs never read its entries, so their numbers do not change.
+        A diverged run keeps only the rows of the tasks before ``task``. It is frozen for good: its
+        weights are zeroed and its step size set to 0, and after every later step its weights are
+        zeroed again, so that no decay, noise or reset of a method moves them and no NaN reaches
+        the correlates' SVDs; a resumed population freezes it again from ``diverged``. The other
+        runs never read its entries, so their numbers do not change.
         """
         params = self.optimizer.params
         finite = torch.stack([p.isfinite().flatten(1).all(dim=1) for p in params]).all(dim=0)  # [R]
@@ -204,9 +210,23 @@ class Population:
                 continue
             self.diverged[run] = {"diverged_step": step, "diverged_task": task}
             self.rows[run] = [row for row in self.rows[run] if row[0] < task]
-            for p in params:
-                p[run] = 0.0
+        self._freeze()
+
+    @torch.no_grad()
+    def _freeze(self) -> None:
+        """Stop every diverged run: step size 0, optimizer state 0, weights 0 (see ``_stop_diverged``)."""
+        frozen = [d is not None for d in self.diverged]
+        if not any(frozen):
+            return
+        for run in [r for r, f in enumerate(frozen) if f]:
             self.optimizer.stop_run(run)
+        self._frozen = torch.tensor(frozen, device=self.device)
+        self._zero_frozen()
+
+    @torch.no_grad()
+    def _zero_frozen(self) -> None:
+        for p in self.optimizer.params:  # masked_fill, not a product: it clears NaN too
+            p.masked_fill_(self._frozen.view(-1, *[1] * (p.dim() - 1)), 0.0)
 
     def summaries(self) -> list[dict[str, float]]:
         """Headline numbers of every run from the rows recorded so far (none for a diverged run)."""
@@ -253,3 +273,4 @@ class Population:
         self.diverged = list(state.get("diverged", [None] * self.num_runs))
         if "bad_step" in state:
             self._bad_step.copy_(state["bad_step"])
+        self._freeze()  # the step sizes are not in the optimizer's state: stop the diverged runs again

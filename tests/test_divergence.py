@@ -103,3 +103,38 @@ def test_a_sweep_with_diverging_step_sizes_reaches_the_chapters_as_a_count(tmp_p
     assert main(["status", str(sweep), *argv]) == 0
     out = capsys.readouterr().out
     assert "4 runs in 1 population(s): 2 done, 2 diverged" in out
+
+
+#: Methods that would move a frozen run's zeros: noise, weight resets, unit resets, a pull to the init.
+MOVERS = {
+    "shrink_perturb": {"l2_factor": 1e-3, "noise_variance": 1e-2},
+    "swr": {"reinit_freq": 3, "reinit_factor": 0.5},
+    "cbp": {"maturity_threshold": 1, "replacement_rate": 0.5},
+    "l2_init": {"l2_init_factor": 1e-2},
+}
+
+
+@pytest.mark.parametrize("method", sorted(MOVERS))
+def test_a_diverged_run_stays_frozen_through_noise_resets_and_a_resume(data_root, method):
+    """Noise, resets and decay never touch a diverged run again, and a resumed population does not
+    train it: its weights stay exactly 0 and its step size 0."""
+    import io
+
+    import torch
+
+    kw = {"method": method, **MOVERS[method]}
+    cfgs = [_cfg(0, **kw), _cfg(1, HUGE, **kw)]
+    pop = Population(cfgs, "cpu", data_root)
+    pop.train_task()
+    assert pop.diverged[1] is not None
+    pop.train_task()
+    assert all(not p[1].any() for p in pop.optimizer.params)
+    buffer = io.BytesIO()
+    torch.save(pop.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = Population(cfgs, "cpu", data_root)
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    assert all(lr[1].item() == 0 for lr in resumed.optimizer.lr)
+    resumed.train_task()
+    assert all(not p[1].any() for p in resumed.optimizer.params)
+    assert any(p[0].any() for p in resumed.optimizer.params)

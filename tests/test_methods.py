@@ -125,6 +125,22 @@ def test_swr_threshold_resets_exactly_the_entries_below_factor_times_mean():
     assert info["reset_weights"].tolist() == [1 + 1 + 2 + 1 + 2 + 1, 3 + 2 + 2 + 1 + 2 + 1, 0]
 
 
+@pytest.mark.parametrize("pruning", ["threshold", "proportional"])
+def test_swr_leaves_a_tensor_without_gradient_alone(pruning):
+    """A tensor that took no part in the backward pass has no gradient utility (None, not 0):
+    it is skipped, where a utility of 0 would have reinitialized all of it."""
+    args = [{"reinit_freq": 1, "reinit_factor": 0.5, "pruning": pruning}]
+    model, _, swr = make("swr", args, layer_norm=True)
+    _set_swr_example(model)
+    model.weights[0].grad = None
+    before = snapshot(model)
+    info = swr.after_step(1)
+    assert torch.equal(model.weights[0], before[0])  # untouched
+    assert not torch.equal(model.weights[1], before[1])  # the others are still pruned
+    expected = {"threshold": 1 + 2 + 1 + 2 + 1, "proportional": 2 + 1 + 1 + 1 + 1}[pruning]
+    assert info["reset_weights"].tolist() == [expected]
+
+
 def test_swr_not_due_does_nothing():
     model, _, swr = make("swr", [{"reinit_freq": 4, "reinit_factor": 0.9}], layer_norm=True)
     _set_swr_example(model)

@@ -98,13 +98,16 @@ class SWR(Method):
         self.avg = [torch.zeros_like(p) for p in self.params] if self.averaging else []
         self.none = self.counts([0] * self.num_runs, like)
 
-    def _utility(self, index: int, runs: list[bool]) -> torch.Tensor:
-        """Per-entry utility of parameter ``index`` (shaped like it); ``runs``: who needs it now."""
+    def _utility(self, index: int, runs: list[bool]) -> torch.Tensor | None:
+        """Per-entry utility of parameter ``index`` (shaped like it); ``runs``: who needs it now.
+
+        None for the gradient utility of a tensor without a gradient (it took no part in the last
+        backward pass): its utility is unknown, not 0, and it is left alone.
+        """
         p = self.params[index]
         if self.utility == "gradient":
             g = self.gradient(index)
-            g = g if g is not None else torch.zeros_like(p)
-            return (g * p.detach()).abs()
+            return None if g is None else (g * p.detach()).abs()
         if self.utility == "magnitude":
             return p.detach().abs()
         u = torch.zeros(p.shape)  # random: drawn only for the runs that use it, each from its own generator
@@ -136,6 +139,9 @@ class SWR(Method):
         utils = []
         for i in range(len(self.params)):
             u = self._utility(i, needed)
+            if u is None:
+                utils.append(None)
+                continue
             if self.averaging:
                 d = self.decay.view(-1, *[1] * (u.dim() - 1))  # [R, 1, ...]
                 u = self.avg[i].mul_(d).add_((1 - d) * u)
@@ -145,15 +151,26 @@ class SWR(Method):
         due_t = to_device(torch.tensor(due), self.factor).unsqueeze(-1)  # [R, 1]
         masks, counts = [], []
         for u in utils:
+            if u is None:  # no gradient: nothing is known about this tensor, nothing is taken
+                masks.append(None)
+                counts.append([0] * self.num_runs)
+                continue
             flat = u.reshape(self.num_runs, -1)  # [R, N]
             if self.pruning == "threshold":
                 masks.append((flat <= self.factor * flat.mean(dim=-1, keepdim=True)) & due_t)
+                counts.append(None)  # counted below, all tensors at once
             else:
                 n = self._proportional_counts(flat.shape[-1], due)
                 masks.append(take_first(lowest_first(flat), torch.tensor(n)))
                 counts.append(n)
         if self.pruning == "threshold":
-            counts = torch.stack([m.sum(dim=-1) for m in masks]).tolist()  # [tensors][R]: the one sync
+            live = [i for i, m in enumerate(masks) if m is not None]
+            if live:
+                sums = torch.stack(
+                    [masks[i].sum(dim=-1) for i in live]
+                ).tolist()  # [tensors][R]: the one sync
+                for i, n in zip(live, sums, strict=True):
+                    counts[i] = n
         total = [0] * self.num_runs
         for i, (mask, n) in enumerate(zip(masks, counts, strict=True)):
             if not any(n):
