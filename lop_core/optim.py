@@ -12,6 +12,14 @@ from __future__ import annotations
 import torch
 
 STATE_RESETS = ("none", "moments", "all")
+#: Why AdamW refuses ``moments``: zeroed moments under an old per-entry step count are never
+#: debiased again, so a reset entry's steps grow to about 6.5 x the learning rate some 10 steps
+#: later (a constant gradient, betas 0.9 and 0.999); ``all`` restarts the count (Dohare's AdamGnT).
+MOMENTS_UNDER_ADAM = (
+    "state_reset 'moments' under AdamW zeroes the moments but keeps the entries' step count, so "
+    "their bias correction is off (steps up to ~6.5 x the learning rate); use 'all' (moments and "
+    "step count, as Dohare's AdamGnT) or 'none' (the SWR paper's code)"
+)
 
 
 def _per_run(values, like: torch.Tensor) -> torch.Tensor:
@@ -29,6 +37,8 @@ class PopulationOptimizer:
         self.keep = [1.0 - _per_run(l2_factor, p) for p in self.params]
         self.decays = bool(torch.as_tensor(l2_factor).abs().sum() > 0)
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+        #: whether ``reset_state(..., "moments")`` is sound (not for AdamW: see MOMENTS_UNDER_ADAM)
+        self.moments_reset_ok = True
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -40,14 +50,20 @@ class PopulationOptimizer:
         Args:
             index: position of the parameter in ``self.params``.
             mask: bool tensor of the parameter's shape; True where the entry was reinitialized.
-            what: ``none`` (keep everything, the reference's behaviour), ``moments`` (zero
-                momentum / Adam's first and second moments) or ``all`` (also Adam's step count,
-                so bias correction starts afresh for those entries).
+            what: ``none`` (keep everything, the reference's behaviour), ``moments`` (zero the
+                momentum; refused by AdamW, see ``MOMENTS_UNDER_ADAM``) or ``all`` (the momentum,
+                or Adam's moments and step count, so bias correction starts afresh for those
+                entries, as in Dohare's AdamGnT).
+
+        Raises:
+            ValueError: an unknown ``what``, or ``moments`` under AdamW.
         """
         if what not in STATE_RESETS:
             raise ValueError(f"unknown state reset {what!r}; choose one of {list(STATE_RESETS)}")
         if what == "none":
             return
+        if what == "moments" and not self.moments_reset_ok:
+            raise ValueError(MOMENTS_UNDER_ADAM)
         for key, buf in self.state[index].items():
             if key != "step" or what == "all":
                 buf.masked_fill_(mask, 0.0)
@@ -116,6 +132,7 @@ class AdamW(PopulationOptimizer):
         self.b1 = [_per_run(betas[0], p) for p in self.params]
         self.b2 = [_per_run(betas[1], p) for p in self.params]
         self.eps = eps
+        self.moments_reset_ok = False
 
     @torch.no_grad()
     def step(self) -> None:

@@ -31,7 +31,14 @@ CASES = {
     "l2_init": ("l2_init", {}, [{"seed": 0, "l2_init_factor": 1e-2}, {"seed": 1, "l2_init_factor": 1e-3}]),
     "cbp": (
         "cbp",
-        {"optimizer": "adamw", "step_size": 1e-3},
+        {
+            "optimizer": "adamw",
+            "step_size": 1e-3,
+            "utility_average": "running",
+            "bias_correction": True,
+            "utility": "adaptable_contribution",
+            "state_reset": "all",
+        },
         [
             {"seed": 0, "maturity_threshold": 3, "replacement_rate": 0.05},
             {"seed": 1, "maturity_threshold": 5, "replacement_rate": 0.1, "decay_rate": 0.9},

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from lop_core.optim import SGDW, AdamW
@@ -56,13 +57,44 @@ def test_adamw_reset_of_moments_and_step_count():
         p.grad = torch.ones(1, 4)
         opt.step()
     mask = torch.tensor([[True, False, False, False]])
-    opt.reset_state(0, mask, "moments")
+    with pytest.raises(ValueError, match="under AdamW"):  # zeroed moments under an old step count
+        opt.reset_state(0, mask, "moments")
     s = opt.state[0]
-    assert s["m"][0, 0] == 0 and s["v"][0, 0] == 0 and s["step"][0, 0] == 3 and s["m"][0, 1] != 0
     opt.reset_state(0, mask, "all")
+    assert s["m"][0, 0] == 0 and s["v"][0, 0] == 0 and s["m"][0, 1] != 0
     assert s["step"][0, 0] == 0 and s["step"][0, 1] == 3
     before = p.data.clone()
     p.grad = torch.ones(1, 4)
     opt.step()
     # a fresh entry's first Adam step moves it by exactly lr (bias-corrected m / sqrt(v) = 1)
     assert torch.isclose(before[0, 0] - p.data[0, 0], torch.tensor(0.1), atol=1e-6)
+
+
+def test_adam_steps_of_reset_entries_stay_at_the_learning_rate():
+    """Under a constant gradient Adam moves every entry by lr per step. After an ``all`` reset
+    (moments and step count, Dohare's AdamGnT) a reset entry does so again from its first step;
+    zeroing the moments alone would leave the old step count's bias correction, whose steps
+    reach ~6.5 lr some 10 steps after the reset (hence ``moments`` is refused under AdamW)."""
+    p = torch.nn.Parameter(torch.zeros(1, 2))
+    opt = AdamW([p], lr=[0.01])
+    for _ in range(200):
+        p.grad = torch.ones(1, 2)
+        opt.step()
+    opt.reset_state(0, torch.tensor([[True, False]]), "all")
+    for _ in range(20):
+        before = p.data.clone()
+        p.grad = torch.ones(1, 2)
+        opt.step()
+        assert torch.allclose(before - p.data, torch.full((1, 2), 0.01), rtol=1e-4)
+    # what `moments` did: m and v zeroed under the old step count (here 5,000: bias correction ~1)
+    for _ in range(4800):
+        p.grad = torch.ones(1, 2)
+        opt.step()
+    opt.state[0]["m"][0, 0] = opt.state[0]["v"][0, 0] = 0.0
+    worst = 0.0
+    for _ in range(20):
+        before = p.data.clone()
+        p.grad = torch.ones(1, 2)
+        opt.step()
+        worst = max(worst, (before - p.data)[0, 0].item() / 0.01)
+    assert 6 < worst < 7

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from lop_core.errors import ConfigError
-from lop_core.optim import STATE_RESETS
+from lop_core.optim import MOMENTS_UNDER_ADAM, STATE_RESETS
 
 
 class Method:
@@ -173,7 +173,10 @@ def check_choice(cfg, name: str, choices) -> None:
 
 
 def check_state_reset(cfg) -> None:
+    """``state_reset`` is a known choice, and not ``moments`` under AdamW (``optim.MOMENTS_UNDER_ADAM``)."""
     check_choice(cfg, "state_reset", STATE_RESETS)
+    moments = cfg.method_args["state_reset"] == "moments"
+    check(not (moments and getattr(cfg, "optimizer", None) == "adamw"), f"{cfg.method}: {MOMENTS_UNDER_ADAM}")
 
 
 # ---- selection and reinitialization primitives ---------------------------------------------------

@@ -1,8 +1,9 @@
 """Continual backpropagation: generate-and-test on the hidden units (Dohare et al. 2024).
 
-``utility_average="running"`` is Dohare's algorithm (peer_code.md §2.2); ``"instantaneous"``
-is the variant of the SWR paper's code (reference_code.md §3.1-§3.2), the one its tuned values
-(§5.1) belong to.
+``utility_average="instantaneous"`` (the default) is the variant of the SWR paper's code
+(reference_code.md §3.1-§3.2), the one its tuned values (§5.1) belong to and so what every
+permuted-MNIST finding of that paper compares; ``"running"`` is Dohare's algorithm (peer_code.md
+§2.2), what the online permuted MNIST of the Nature paper (finding D1) uses.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ class CBP(Method):
        ``instantaneous``: the utility of the current batch alone, no average (reference §3.1).
     3. A per-run, per-layer accumulator gains ``replacement_rate`` * #eligible; its integer part
        n is taken out and the n eligible units of lowest (bias-corrected) utility are replaced
-       (``units.reset_units``). With ``running``, the next layer's bias absorbs each replaced
-       unit's mean contribution W_out[:, j] * f_hat_j (Dohare's bias correction), with layer norm
-       the mean of the unit's normalized output; ``instantaneous`` has no bias correction.
+       (``units.reset_units``). With ``running`` and ``bias_correction``, the next layer's bias
+       absorbs each replaced unit's mean contribution W_out[:, j] * f_hat_j, with layer norm the
+       mean of the unit's normalized output: the bias correction Dohare's paper describes
+       (§2.2 step 8). His code's ``gnt.py`` zeroes the running mean before it reads it, so there
+       the correction adds nothing: ``bias_correction=False`` (the default) is what his code
+       does; ``instantaneous`` has no running mean and no correction.
 
     Differences from the references: the replacement runs after the optimizer step (the SWR
     paper's code runs it inside ``backward``, reference §3.1), so replaced outgoing weights stay
@@ -40,16 +44,18 @@ class CBP(Method):
     before any layer is reset; incoming weights are redrawn from the model's own initial
     distribution N(0, ``model.stds[k]``) (the reference uses the ReLU gain for every activation,
     §8 bug 7); the optimizer state of replaced entries is reset as ``state_reset`` says (the
-    references keep it: ``state_reset="none"``).
+    references keep it: ``state_reset="none"``, the default; Dohare's AdamGnT zeroes the moments
+    and the per-entry step count of the replaced entries: ``state_reset="all"`` under AdamW).
 
     Which units are eligible and how many are replaced is decided on the host from the
     replacement history (no device sync per step); only which units, and their new weights, are
     device work.
 
     Hyperparameters (``cfg.method_args``): ``replacement_rate`` rho, ``maturity_threshold`` m,
-    ``decay_rate`` eta (``running`` only), ``utility`` (``contribution``, ``activation``,
-    ``gradient``, ``magnitude``), ``utility_average``, ``state_reset``. The numbers may differ
-    between the runs of a population.
+    ``decay_rate`` eta (``running`` only), ``utility`` (``contribution``,
+    ``adaptable_contribution``, ``activation``, ``gradient``, ``magnitude``; with ``running`` the
+    contributions are mean-corrected), ``utility_average``, ``bias_correction`` (``running``
+    only), ``state_reset``. The numbers may differ between the runs of a population.
 
     ``after_step`` returns ``reset_units`` [R] and ``reset_weights`` [R], the replaced units and
     their incoming plus outgoing weights (biases not counted), as the reference logs them (§1.3).
@@ -62,8 +68,9 @@ class CBP(Method):
         "maturity_threshold": 100,
         "decay_rate": 0.99,
         "utility": "contribution",
-        "utility_average": "running",
-        "state_reset": "moments",
+        "utility_average": "instantaneous",
+        "bias_correction": False,
+        "state_reset": "none",
     }
 
     @classmethod
@@ -80,6 +87,10 @@ class CBP(Method):
         check(0 <= a["decay_rate"] < 1, f"cbp: decay_rate must be in [0, 1), got {a['decay_rate']}")
         check_choice(cfg, "utility", UNIT_UTILITIES)
         check_choice(cfg, "utility_average", AVERAGES)
+        check(
+            not a["bias_correction"] or a["utility_average"] == "running",
+            "cbp: bias_correction needs the running mean of utility_average='running'",
+        )
         check_state_reset(cfg)
 
     def __init__(self, model, optimizer, cfgs, generators):
@@ -87,6 +98,7 @@ class CBP(Method):
         self.shared_arg("state_reset")
         self.utility = self.shared_arg("utility")
         self.running = self.shared_arg("utility_average") == "running"
+        self.bias_correction = self.shared_arg("bias_correction")
         like, r, depth, width = model.biases[0], self.num_runs, model.depth, model.width
         self.rate = np.array(self.host_args("replacement_rate"), dtype=np.float64)[:, None]  # [R, 1]
         self.maturity = np.array(self.host_args("maturity_threshold"), dtype=np.int64)  # [R]
@@ -113,7 +125,7 @@ class CBP(Method):
             correction = 1 - eta ** (self.t - self.born[k])  # [R, width]; age >= 1 here
             h = self.model.features[k].detach()  # [R, B, width]
             self.mean_act[k].mul_(eta).add_((1 - eta) * h.mean(dim=1))
-            centre = self.mean_act[k] / correction if self.utility == "contribution" else None
+            centre = self.mean_act[k] / correction if "contribution" in self.utility else None
             self.util[k].mul_(eta).add_((1 - eta) * unit_utility(self.utility, self.model, k, centre))
             if self.model.layer_norm:
                 self.mean_out[k].mul_(eta).add_((1 - eta) * layer_output_mean(self.model, k))
@@ -146,7 +158,7 @@ class CBP(Method):
                 correction = 1 - self.eta**age
                 utility = self.util[k] / correction
                 shown = self.mean_out[k] if self.model.layer_norm else self.mean_act[k]
-                output_mean = shown / correction
+                output_mean = shown / correction if self.bias_correction else None
             else:
                 utility, output_mean = unit_utility(self.utility, self.model, k), None
             counts = torch.from_numpy(np.ascontiguousarray(n[:, k]))

@@ -21,8 +21,8 @@ class ReDo(Method):
 
     Differences from the reference: the reset runs after the optimizer step instead of inside
     ``backward`` (reference §3.1), all layers' utilities are taken before any layer is reset, and
-    the optimizer state of the replaced entries is reset as ``state_reset`` says (the reference
-    keeps it: ``state_reset="none"``).
+    the optimizer state of the replaced entries is reset as ``state_reset`` says (default ``none``:
+    the reference keeps it).
 
     Hyperparameters (``cfg.method_args``): ``reinit_frequency`` F (steps), ``dormant_threshold``
     tau, ``utility`` (``activation``, the default, ``contribution``, ``gradient``, ``magnitude``),
@@ -39,7 +39,7 @@ class ReDo(Method):
         "reinit_frequency": 16,
         "dormant_threshold": 1e-4,
         "utility": "activation",
-        "state_reset": "moments",
+        "state_reset": "none",
     }
 
     @classmethod

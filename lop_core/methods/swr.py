@@ -42,9 +42,9 @@ class SWR(Method):
        model's own init; the reference uses the ReLU-gain std for every activation (§8 bug 9), we
        use the intent. Biases and layer-norm biases: 0. Layer-norm gains: 1.
 
-    SWR runs after the optimizer step, as in the reference. Unlike the reference (which keeps it),
-    the optimizer state of reinitialized entries is reset as ``state_reset`` says
-    (``state_reset="none"`` is the reference's behaviour).
+    SWR runs after the optimizer step, as in the reference. The optimizer state of reinitialized
+    entries is reset as ``state_reset`` says; the default ``none`` is the reference's behaviour
+    (it never resets optimizer state), ``moments`` (SGD momentum) and ``all`` are options.
 
     Hyperparameters (``cfg.method_args``): ``utility``, ``pruning``, ``reinit``, ``reinit_freq``
     (steps), ``reinit_factor``, ``decay_rate``, ``state_reset``. The numbers may differ between the
@@ -63,7 +63,7 @@ class SWR(Method):
         "reinit_freq": 2048,
         "reinit_factor": 1e-5,
         "decay_rate": 0.0,
-        "state_reset": "moments",
+        "state_reset": "none",
     }
 
     @classmethod

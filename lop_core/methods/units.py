@@ -12,12 +12,17 @@ import torch.nn.functional as F
 
 from lop_core.methods.base import Method, fill_masked
 
-UNIT_UTILITIES = ("contribution", "activation", "gradient", "magnitude")
+UNIT_UTILITIES = ("contribution", "adaptable_contribution", "activation", "gradient", "magnitude")
 
 
 def outgoing_magnitude(model, layer: int) -> torch.Tensor:
     """Mean |outgoing weight| of every unit of hidden layer ``layer``: [R, width]."""
     return model.weights[layer + 1].detach().abs().mean(dim=1)  # [R, out, width] -> [R, width]
+
+
+def incoming_magnitude(model, layer: int) -> torch.Tensor:
+    """Mean |incoming weight| of every unit of hidden layer ``layer``: [R, width]."""
+    return model.weights[layer].detach().abs().mean(dim=-1)  # [R, width, in] -> [R, width]
 
 
 def unit_utility(kind: str, model, layer: int, centre: torch.Tensor | None = None) -> torch.Tensor:
@@ -29,12 +34,16 @@ def unit_utility(kind: str, model, layer: int, centre: torch.Tensor | None = Non
     are the updated ones; the reference, inside ``backward``, reads them before the update.
 
     Args:
-        kind: ``contribution`` mean|W_out[:, j]| * mean_b|h_bj|; ``activation`` mean_b|h_bj|;
-            ``gradient`` |sum_i dL/dW_out[i, j] * W_out[i, j]|; ``magnitude`` mean|W_out[:, j]|.
+        kind: ``contribution`` mean|W_out[:, j]| * mean_b|h_bj|; ``adaptable_contribution`` the
+            same divided by mean|W_in[j, :]| (Dohare's ``adaptable_contribution``, peer_code.md
+            §2.2 step 4: a unit whose incoming weights are large adapts slowly); ``activation``
+            mean_b|h_bj|; ``gradient`` |sum_i dL/dW_out[i, j] * W_out[i, j]|; ``magnitude``
+            mean|W_out[:, j]|.
         model: the population MLP.
         layer: hidden layer index k (0-based).
-        centre: [R, width] subtracted from the features before |.| in ``contribution``: Dohare's
-            mean-corrected contribution uses the unit's running mean activation here.
+        centre: [R, width] subtracted from the features before |.| in ``contribution`` and
+            ``adaptable_contribution``: Dohare's mean-corrected contributions use the unit's
+            bias-corrected running mean activation here.
     """
     if kind == "magnitude":
         return outgoing_magnitude(model, layer)
@@ -47,7 +56,10 @@ def unit_utility(kind: str, model, layer: int, centre: torch.Tensor | None = Non
     activation = h.abs().mean(dim=1)  # [R, width]
     if kind == "activation":
         return activation
-    return outgoing_magnitude(model, layer) * activation
+    contribution = outgoing_magnitude(model, layer) * activation
+    if kind == "adaptable_contribution":
+        return contribution / incoming_magnitude(model, layer)
+    return contribution
 
 
 def layer_output_mean(model, layer: int) -> torch.Tensor:
