@@ -2,9 +2,14 @@
 
 For each width, layer norm setting, method and population size R it builds a population on the
 permuted-MNIST stream, warms it up, then times steps until a time budget is spent; the figure is the
-median over repeats of run-steps per second (R x steps / s). In the same process and on the same
-data it times the baseline every ratio is quoted against: one ``nn.Sequential`` of ``nn.Linear``
-layers trained with ``torch.optim.SGD``, one model at a time, with the same online accuracy kept.
+median over repeats of run-steps per second (R x steps / s). The method ``mixed`` is one population
+of a whole setting: its runs cycle through ``MIXED`` (every method of the A2-A4 comparisons).
+
+Two references are timed in the same process: the *baseline*, one ``nn.Sequential`` of
+``nn.Linear`` layers trained with ``torch.optim.SGD``, one model at a time (``ratio``); and the
+*limit* of the population step, the same batched arithmetic with nothing else (one fixed batch,
+``baddbmm`` forward, cross-entropy, autograd backward, an in-place SGD update: no data gather, no
+metrics, no method; ``fraction`` = engine / limit).
 """
 
 from __future__ import annotations
@@ -51,10 +56,15 @@ def _timed(step, device, budget: float, repeats: int, warmup: int) -> float:
     return statistics.median(rates)
 
 
-def population_rate(
-    width, layer_norm, method, runs, device, budget, repeats, data_root=None, compile=False
-) -> float:
-    """Run-steps per second of a population of ``runs`` runs."""
+#: Values a method needs that its defaults leave unset (the reference's h = 100 choices).
+METHOD_ARGS = {"l2": {"l2_factor": 1e-4}, "shrink_perturb": {"l2_factor": 1e-4, "noise_variance": 1e-7}}
+#: The methods a ``mixed`` population cycles through: one setting's whole comparison.
+MIXED = ("base", "l2", "shrink_perturb", "cbp", "redo", "swr")
+
+
+def bench_configs(width: int, layer_norm: bool, method: str, runs: int) -> list:
+    """The configs of a timed population (``method="mixed"``: its runs cycle through ``MIXED``)."""
+    methods = [MIXED[s % len(MIXED)] for s in range(runs)] if method == "mixed" else [method] * runs
     cfgs = [
         config.resolve(
             "permuted_mnist",
@@ -62,16 +72,56 @@ def population_rate(
             seed=s,
             width=width,
             layer_norm=layer_norm,
-            method=method,
+            method=m,
             step_size=0.1 if layer_norm else 0.05,
+            **METHOD_ARGS.get(m, {}),
         )
-        for s in range(runs)
+        for s, m in enumerate(methods)
     ]
+    return config.by_method(cfgs)
+
+
+def population_rate(
+    width, layer_norm, method, runs, device, budget, repeats, data_root=None, compile=False
+) -> float:
+    """Run-steps per second of a population of ``runs`` runs (see ``bench_configs``)."""
+    cfgs = bench_configs(width, layer_norm, method, runs)
     pop = Population(cfgs, device=device, data_root=data_root, compile=compile)
     pop.stream.new_task()
     sums = defaultdict(lambda: torch.zeros(runs, device=pop.device))
     steps = cfgs[0].steps_per_task
     return runs * _timed(lambda i: pop.step(i % steps, sums), pop.device, budget, repeats, warmup=20)
+
+
+def limit_rate(width, layer_norm, runs, device, budget, repeats) -> float:
+    """Run-steps per second of the bare arithmetic of a population step (see the module docstring)."""
+    device = resolve_device(device)
+    g = torch.Generator().manual_seed(0)
+    sizes = [784] + [width] * 3 + [10]
+    weights = [
+        (torch.randn(runs, o, i, generator=g) / i**0.5).to(device).requires_grad_()
+        for i, o in zip(sizes, sizes[1:], strict=False)
+    ]
+    biases = [torch.zeros(runs, o, 1, device=device, requires_grad=True) for o in sizes[1:]]
+    params = weights + biases
+    x = torch.rand(runs, 784, 30, generator=g).to(device)  # feature-major, as the engine keeps it
+    y = torch.randint(0, 10, (runs * 30,), generator=g).to(device)
+
+    def step(i):
+        h = x
+        for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            h = torch.baddbmm(b, w, h)
+            if k < 3:
+                h = torch.relu(h)
+                if layer_norm:
+                    h = F.layer_norm(h.mT, (width,)).mT
+        loss = F.cross_entropy(h.mT.flatten(0, 1), y)
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, d in zip(params, grads, strict=True):
+                p.sub_(d, alpha=0.01)
+
+    return runs * _timed(step, device, budget, repeats, warmup=20)
 
 
 def baseline_rate(width, layer_norm, device, budget, repeats, data_root=None) -> float:
@@ -112,7 +162,7 @@ def _mlp_params(width: int, depth: int = 3) -> int:
 def run_bench(
     widths=(10, 100, 1000),
     layer_norms=(False, True),
-    methods=("base", "swr", "cbp", "redo"),
+    methods=("base", "swr", "cbp", "redo", "mixed"),
     populations=(1, 8, 32, 128),
     device="auto",
     budget=1.0,
@@ -125,48 +175,33 @@ def run_bench(
     """Measure every combination; print a table and write it (with the device) to ``out``."""
     from lop_core.methods import METHODS
 
-    methods = [m for m in methods if m in METHODS]
+    methods = [m for m in methods if m in METHODS or m == "mixed"]
     dev = resolve_device(device)
     rows = []
     for width in widths:
         for ln in layer_norms:
             base = baseline_rate(width, ln, dev, budget, repeats, data_root)
-            rows.append(
-                {
-                    "width": width,
-                    "layer_norm": ln,
-                    "method": "torch_baseline",
-                    "runs": 1,
-                    "run_steps_per_s": round(base, 1),
-                    "ratio": 1.0,
-                }
-            )
+            rows.append({"width": width, "layer_norm": ln, "method": "torch_baseline", "runs": 1})
+            rows[-1].update(run_steps_per_s=round(base, 1), ratio=1.0)
             progress(f"w={width:<5} ln={ln!s:<5} torch baseline     R=1   {base:10.1f} steps/s")
-            for method in methods:
-                for r in populations:
-                    if dev.type == "cpu" and r * _mlp_params(width) > CPU_MAX_PARAMS:
-                        progress(
-                            f"w={width:<5} ln={ln!s:<5} {method:<18} R={r:<4} skipped (too large for a CPU)"
-                        )
-                        continue
+            for r in populations:
+                if dev.type == "cpu" and r * _mlp_params(width) > CPU_MAX_PARAMS:
+                    progress(f"w={width:<5} ln={ln!s:<5} R={r:<4} skipped (too large for a CPU)")
+                    continue
+                limit = limit_rate(width, ln, r, dev, budget, repeats)
+                rows.append(_row(width, ln, "limit", r, limit, base, limit))
+                progress(f"w={width:<5} ln={ln!s:<5} {'limit':<18} R={r:<4}{limit:10.1f} run-steps/s")
+                for method in methods:
                     rate = population_rate(width, ln, method, r, dev, budget, repeats, data_root, compile)
-                    rows.append(
-                        {
-                            "width": width,
-                            "layer_norm": ln,
-                            "method": method,
-                            "runs": r,
-                            "run_steps_per_s": round(rate, 1),
-                            "ratio": round(rate / base, 3),
-                        }
-                    )
+                    rows.append(_row(width, ln, method, r, rate, base, limit))
                     progress(
                         f"w={width:<5} ln={ln!s:<5} {method:<18} R={r:<4}{rate:10.1f} run-steps/s "
-                        f"({rate / base:5.2f}x baseline)"
+                        f"({rate / base:5.2f}x baseline, {rate / limit:4.0%} of the limit)"
                     )
     result = {
         "compiled": compile,
         "device": device_name(dev),
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "budget_s": budget,
         "repeats": repeats,
@@ -177,6 +212,18 @@ def run_bench(
     out.write_text(json.dumps(result, indent=2) + "\n")
     result["path"] = str(out)
     return result
+
+
+def _row(width, layer_norm, method, runs, rate, base, limit) -> dict:
+    return {
+        "width": width,
+        "layer_norm": layer_norm,
+        "method": method,
+        "runs": runs,
+        "run_steps_per_s": round(rate, 1),
+        "ratio": round(rate / base, 3),
+        "fraction_of_limit": round(rate / limit, 3),
+    }
 
 
 def default_output(device: torch.device, runs_dir=None) -> Path:

@@ -112,6 +112,79 @@ def seeds_shown(summaries) -> int:
     return int(summaries.seed.nunique())
 
 
-def caption_note(benchmark: str, preset: str, summaries) -> str:
-    """The preset note of a caption, plus the diverged-runs note when a run diverged."""
-    return "; ".join(filter(None, [preset_note(benchmark, preset, summaries), diverged_note(summaries)]))
+#: Methods that act by resetting, and the metric that counts what they reset.
+RESETTING = {"cbp": "reset_units", "redo": "reset_units", "swr": "reset_weights", "reset": "reset_weights"}
+
+
+def inactive_methods(metrics) -> list[str]:
+    """Resetting methods (``RESETTING``) with a run that reset nothing at all.
+
+    Such a run is the plain network with extra bookkeeping: it cannot test its method, however it
+    ranks. A method whose runs log no reset count at all counts as inactive too.
+
+    Args:
+        metrics: the tidy table of ``load_finding`` (``run``, ``method``, ``metric``, ``value``).
+
+    Returns:
+        Sorted method names.
+    """
+    out = set()
+    for method, metric in RESETTING.items():
+        mine = metrics[metrics.method == method]
+        if mine.empty:
+            continue
+        totals = (
+            mine[mine.metric == metric].groupby("run").value.sum().reindex(mine.run.unique(), fill_value=0)
+        )
+        if (totals <= 0).any():
+            out.add(method)
+    return sorted(out)
+
+
+def inactive_note(metrics) -> str:
+    """Caption text naming the resetting methods that reset nothing in some run (``inactive_methods``)."""
+    from lop_core.plotting import LABELS
+
+    names = [LABELS.get(m, m) for m in inactive_methods(metrics)]
+    if not names:
+        return ""
+    return f"{' and '.join(names)} reset nothing in at least one run: these runs cannot test {'it' if len(names) == 1 else 'them'}"
+
+
+def method_note(summaries) -> str:
+    """Caption text naming the CBP variant and the optimizer-state setting of the resetting methods.
+
+    E.g. "CBP: instantaneous utility (the SWR paper's code); optimizer state at resets: kept
+    (the reference's)". Empty when no run of the table resets anything.
+    """
+    parts = []
+    if "method" not in summaries.columns:
+        return ""
+    cbp = summaries[summaries.method == "cbp"]
+    if not cbp.empty and "utility_average" in cbp.columns:
+        variants = {
+            "instantaneous": "instantaneous utility (the SWR paper's code)",
+            "running": "running, age-corrected utility (Dohare's)",
+        }
+        parts.append(
+            "CBP: " + ", ".join(variants.get(v, v) for v in sorted(cbp.utility_average.dropna().unique()))
+        )
+    resetting = summaries[summaries.method.isin(["cbp", "redo", "swr"])]
+    if not resetting.empty and "state_reset" in resetting.columns:
+        kinds = {
+            "none": "kept (the reference's)",
+            "moments": "momentum zeroed",
+            "all": "moments and step count zeroed (Dohare's AdamGnT)",
+        }
+        values = sorted(resetting.state_reset.dropna().unique())
+        parts.append("optimizer state at resets: " + ", ".join(kinds.get(v, v) for v in values))
+    return "; ".join(parts)
+
+
+def caption_note(benchmark: str, preset: str, summaries, metrics=None) -> str:
+    """The preset note of a caption, plus notes on diverged runs, the CBP variant and optimizer
+    state, and (given ``metrics``) resetting methods that never acted."""
+    notes = [preset_note(benchmark, preset, summaries), diverged_note(summaries), method_note(summaries)]
+    if metrics is not None:
+        notes.append(inactive_note(metrics))
+    return "; ".join(filter(None, notes))

@@ -3,10 +3,11 @@
 Commands:
     run BENCHMARK [--preset P] [--method M] [--seeds 0-4] [--set name=value ...]
     sweep NAME_OR_FILE ... [--preset P] [--notebook] [--jobs N] [--executor local|slurm ...]
-    status NAME_OR_FILE ... [--preset P]   (done / diverged / running / partial / missing runs)
+    status NAME_OR_FILE ... [--preset P]   (done / diverged / running / partial / missing / corrupt)
     list  (benchmarks, presets, methods, sweeps)
 
-Exit status 2: a bad parameter, a locked or corrupt run, missing data, or a population that failed.
+Exit status 2: a bad parameter, a locked or corrupt run, missing data, a failed write, or a population
+that failed (its worker process died included); the other populations of a sweep still train.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ import argparse
 import sys
 
 from lop_core import config
+
+#: Names ``--set`` may not set, and the option that does.
+RESERVED = {
+    "benchmark": "the benchmark argument",
+    "preset": "--preset",
+    "method": "--method",
+    "seed": "--seeds",
+}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -97,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--widths", default="10,100,1000", help="hidden widths (default 10,100,1000)")
     bench.add_argument("--layer-norm", default="both", choices=["both", "off", "on"])
-    bench.add_argument("--methods", default="base,swr,cbp,redo", help="methods to attach")
+    bench.add_argument(
+        "--methods",
+        default="base,swr,cbp,redo,mixed",
+        help="methods to attach; mixed: one population cycling through every method of a setting",
+    )
     bench.add_argument("--runs", default="1,8,32,128", help="population sizes R")
     bench.add_argument("--budget", type=float, default=1.0, help="seconds timed per repeat")
     bench.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
@@ -129,9 +142,9 @@ def _bench(args) -> int:
     from lop_core.train import resolve_device
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS and m != "mixed"]
     if unknown:
-        raise config.ConfigError(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+        raise config.ConfigError(f"unknown methods {unknown}; choose from {[*sorted(METHODS), 'mixed']}")
     ln = {"both": (False, True), "off": (False,), "on": (True,)}[args.layer_norm]
     result = run_bench(
         _ints(args.widths, "widths"),
@@ -184,10 +197,29 @@ def _status(args) -> int:
     return 0
 
 
+def _drop_corrupt(populations, runs_dir) -> tuple[list, list[str]]:
+    """``populations`` without their finished runs that are corrupt (``runs.check_run``), and one
+    message per such run (its folder and the fix): they are reported, not trained over."""
+    from lop_core.runs import RunError, check_run, is_done, run_path
+
+    kept, corrupt = [], []
+    for cfgs in populations:
+        good = []
+        for c in cfgs:
+            try:
+                if is_done(run_path(c, runs_dir)):
+                    check_run(run_path(c, runs_dir))
+                good.append(c)
+            except RunError as err:
+                corrupt.append(str(err))
+        kept += [good] if good else []
+    return kept, corrupt
+
+
 def _train(populations, args) -> int:
     from lop_core.executors import TrainOptions, execute, visible_gpus
     from lop_core.experiment import checkpoint_interval, require_data
-    from lop_core.runs import run_path, run_state
+    from lop_core.runs import is_done, run_path, run_state
 
     sweep = args.command == "sweep"
     slurm = _slurm(args) if sweep else None
@@ -204,24 +236,30 @@ def _train(populations, args) -> int:
         progress=not args.no_progress,
         checkpoint_every=checkpoint_interval(args.checkpoint_every),
     )
-    if slurm is None:  # on a cluster the data root is the compute nodes' business
-        for benchmark in sorted({p[0].benchmark for p in populations}):
-            require_data(benchmark, args.data)
-    done = sum(1 for p in populations for c in p if (run_path(c, args.runs_dir) / "DONE").is_file())
     total = sum(len(p) for p in populations)
-    print(f"{total} runs ({done} already done) in {len(populations)} population(s)", file=sys.stderr)
+    populations, corrupt = _drop_corrupt(populations, args.runs_dir)
+    paths = [run_path(c, args.runs_dir) for cfgs in populations for c in cfgs]
+    done = sum(map(is_done, paths))
+    if slurm is None:  # on a cluster the data root is the compute nodes' business
+        todo = {c.benchmark for cfgs in populations for c in cfgs if not is_done(run_path(c, args.runs_dir))}
+        for benchmark in sorted(todo):  # a finished sweep needs no data
+            require_data(benchmark, args.data)
+    bad = f", {len(corrupt)} corrupt" if corrupt else ""
+    print(f"{total} runs ({done} already done{bad}) in {len(populations)} population(s)", file=sys.stderr)
+    for error in corrupt:
+        print(f"error: {error}", file=sys.stderr)
     errors = execute(populations, opts, jobs, slurm, desc="sweep" if sweep else None)
     if slurm is None or slurm["wait"]:
-        paths = [run_path(c, args.runs_dir) for cfgs in populations for c in cfgs]
-        for path in paths:
+        finished = [p for p in paths if is_done(p)]  # the runs that exist now, not those that failed
+        for path in finished:
             print(path)
-        diverged = [p.name for p in paths if run_state(p) == "diverged"]
+        diverged = [p.name for p in finished if run_state(p) == "diverged"]
         if diverged:
             names = ", ".join(diverged[:5]) + (" ..." if len(diverged) > 5 else "")
             print(f"{len(diverged)} run(s) diverged (non-finite loss): {names}", file=sys.stderr)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
-    return 2 if errors else 0
+    return 2 if errors or corrupt else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args)
         if args.command == "run":
             overrides = config.parse_assignments(args.assignments)
+            config.refuse_reserved(overrides, RESERVED, where="--set ")
             seeds = config.parse_seeds(args.seeds)
             cfgs = [
                 config.resolve(args.benchmark, args.preset, seed=s, method=args.method, **overrides)
@@ -253,6 +292,6 @@ def main(argv: list[str] | None = None) -> int:
 
             populations = [p for name in args.sweeps for p in expand(name, args.preset)]
         return _train(populations, args)
-    except (config.ConfigError, RuntimeError) as err:
+    except (config.ConfigError, RuntimeError, OSError) as err:  # OSError: an unreadable or unwritable store
         print(f"error: {err}", file=sys.stderr)
         return 2

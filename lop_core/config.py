@@ -19,6 +19,7 @@ from typing import Any
 from lop_core import mechanism_config
 from lop_core.errors import ConfigError
 from lop_core.methods import METHODS, method_defaults
+from lop_core.models.mlp import INITS
 from lop_core.vision import config as vision_config
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "crelu")
@@ -51,6 +52,8 @@ class PermutedMNISTConfig:
         examples_per_task: training examples seen per task (60,000 = one epoch of MNIST).
         batch_size: examples per SGD step (30 in the paper).
         probe_size: examples of the new task on which the correlates are measured at task start.
+        init: ``kaiming_normal`` (the SWR paper's code) or ``kaiming_uniform`` (Dohare's online
+            permuted MNIST, linear gain at the output); ``lop_core.models.mlp.INITS``.
     """
 
     benchmark: str = "permuted_mnist"
@@ -72,6 +75,7 @@ class PermutedMNISTConfig:
     examples_per_task: int = 60000
     batch_size: int = 30
     probe_size: int = 1500
+    init: str = "kaiming_normal"
 
     @property
     def steps_per_task(self) -> int:
@@ -118,6 +122,12 @@ PER_RUN_FIELDS = ("seed", "step_size", "l2_factor", "momentum", "beta2")
 ONE_RUN_PER_POPULATION = ("incremental_cifar",)
 
 
+#: Largest integer a parameter may hold (torch's int64), so that a huge value fails here, not in torch.
+MAX_INT = 2**63 - 1
+#: Largest hidden width: generous, but a typo is refused before it is allocated.
+MAX_WIDTH = 1_000_000
+
+
 def _coerce(name: str, value: Any, kind: type) -> Any:
     """Turn ``value`` (possibly a string from the command line) into ``kind`` or fail clearly."""
     if isinstance(value, str) and kind is not str:
@@ -143,6 +153,8 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
         raise ConfigError(f"{name}: expected a string, got {value!r}")
     if kind in (int, float) and not math.isfinite(value):
         raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+    if kind is int and abs(value) > MAX_INT:
+        raise ConfigError(f"{name}: {value!r} is out of range (at most {MAX_INT:,})")
     return kind(value)
 
 
@@ -178,14 +190,17 @@ def resolve(benchmark: str, preset: str = "quick", seed: int = 0, **overrides: A
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     method_args = benchmark_method_defaults(benchmark, method)
-    method_args.update(overrides.pop("method_args", None) or {})
+    given = overrides.pop("method_args", None) or {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"method_args must map hyperparameter names to values, got {given!r}")
+    method_args.update(given)
     for name, value in overrides.items():
         if name in method_args:
             method_args[name] = value
         elif name in types and name not in ("benchmark", "preset"):
             values[name] = value
         else:
-            valid = sorted(set(types) - {"benchmark", "preset"} | set(method_args))
+            valid = sorted(set(types) - {"benchmark", "preset", "seed", "method"} | set(method_args))
             raise ConfigError(f"unknown parameter {name!r} for {benchmark}/{method}; valid: {valid}")
     defaults = benchmark_method_defaults(benchmark, method)
     for name, value in method_args.items():
@@ -221,8 +236,12 @@ def validate(cfg) -> None:
         mechanism_config.VALIDATORS[cfg.benchmark](cfg)
         return
     _check(cfg.activation in ACTIVATIONS, f"activation {cfg.activation!r}; choose one of {list(ACTIVATIONS)}")
+    _check(cfg.init in INITS, f"init {cfg.init!r}; choose one of {list(INITS)}")
     _check(cfg.optimizer in OPTIMIZERS, f"optimizer {cfg.optimizer!r}; choose one of {list(OPTIMIZERS)}")
-    _check(cfg.width >= 1, f"width must be a positive number of units, got {cfg.width}")
+    _check(
+        1 <= cfg.width <= MAX_WIDTH,
+        f"width must be a positive number of units, at most {MAX_WIDTH:,}, got {cfg.width}",
+    )
     _check(
         cfg.activation != "crelu" or cfg.width % 2 == 0,
         f"crelu needs an even width (width/2 pre-activations per layer), got {cfg.width}",
@@ -252,13 +271,18 @@ def validate(cfg) -> None:
 
 #: Fields added after runs were committed: left out of the hash while at these values, so the
 #: folders of earlier runs keep their names.
-HASH_NEUTRAL = {"skip_connections": False}
+HASH_NEUTRAL = {"skip_connections": False, "init": "kaiming_normal"}
+#: The same for method hyperparameters added later, per method.
+HASH_NEUTRAL_METHOD_ARGS = {"cbp": {"bias_correction": False}}
 
 
 def config_hash(cfg) -> str:
-    """First 8 hex digits of the SHA-1 of the config's canonical JSON (sorted keys; fields at
-    their ``HASH_NEUTRAL`` value left out)."""
+    """First 8 hex digits of the SHA-1 of the config's canonical JSON (sorted keys; fields and
+    method hyperparameters at their ``HASH_NEUTRAL`` / ``HASH_NEUTRAL_METHOD_ARGS`` value left out)."""
     d = {k: v for k, v in cfg.to_dict().items() if k not in HASH_NEUTRAL or HASH_NEUTRAL[k] != v}
+    neutral = HASH_NEUTRAL_METHOD_ARGS.get(getattr(cfg, "method", None), {})
+    if neutral and "method_args" in d:
+        d["method_args"] = {k: v for k, v in d["method_args"].items() if k not in neutral or neutral[k] != v}
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
@@ -270,15 +294,43 @@ def run_name(cfg) -> str:
     return f"{prefix}-s{cfg.seed}-{config_hash(cfg)}"
 
 
+#: Benchmarks whose trainer mixes methods in one population (``train.Population``: one method
+#: object per block of runs that share a ``method_key``).
+MIXED_METHOD_BENCHMARKS = ("permuted_mnist",)
+
+
+def method_key(cfg) -> tuple:
+    """What the runs of one method object must share: the method and its text and bool choices."""
+    choices = {k: v for k, v in cfg.method_args.items() if isinstance(v, (str, bool))}
+    return cfg.method, tuple(sorted(choices.items()))
+
+
 def population_key(cfg) -> str:
-    """Configs with equal keys can train together in one population."""
+    """Configs with equal keys can train together in one population.
+
+    Per-run fields (seed, step size, decay, momentum) may differ. On permuted MNIST the method and
+    all its hyperparameters may differ too (one setting, one population); elsewhere only the
+    numeric hyperparameters may.
+    """
     per_run = () if cfg.benchmark in ONE_RUN_PER_POPULATION else PER_RUN_FIELDS
     shared = {k: v for k, v in cfg.to_dict().items() if k not in per_run}
-    # numeric values may differ per run; string/bool choices (utility, pruning, ...) may not
-    shared["method_args"] = {
-        k: (v if isinstance(v, (str, bool)) else None) for k, v in sorted(shared["method_args"].items())
-    }
+    if cfg.benchmark in MIXED_METHOD_BENCHMARKS:
+        shared.pop("method")
+        shared.pop("method_args")
+    else:  # numeric values may differ per run; string/bool choices (utility, pruning, ...) may not
+        shared["method_args"] = {
+            k: (v if isinstance(v, (str, bool)) else None) for k, v in sorted(shared["method_args"].items())
+        }
     return json.dumps(shared, sort_keys=True)
+
+
+def by_method(cfgs) -> list:
+    """``cfgs`` stably reordered so that the runs of each ``method_key`` are next to each other
+    (in the order the keys first appear), as a mixed population needs them."""
+    first: dict[tuple, int] = {}
+    for c in cfgs:
+        first.setdefault(method_key(c), len(first))
+    return sorted(cfgs, key=lambda c: first[method_key(c)])
 
 
 def parse_seeds(text: str | int | list) -> list[int]:
@@ -308,6 +360,13 @@ def parse_seeds(text: str | int | list) -> list[int]:
     _check(len(set(seeds)) == len(seeds), f"seeds: {seeds} repeats a seed")
     _check(all(s >= 0 for s in seeds), f"seeds must be >= 0, got {seeds}")
     return seeds
+
+
+def refuse_reserved(overrides: dict, reserved: dict[str, str], where: str = "") -> None:
+    """Refuse overrides of the names that ``reserved`` maps to the option that sets them instead
+    (``resolve`` takes the benchmark, preset and seed as its own arguments)."""
+    for name, how in reserved.items():
+        _check(name not in overrides, f"{where}{name} is not a parameter to set here; use {how}")
 
 
 def parse_assignments(items: list[str]) -> dict[str, str]:

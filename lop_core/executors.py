@@ -10,22 +10,30 @@ shows one tqdm bar for the sweep (runs finished) and hands the rest to ``run_loc
 here; with more jobs it starts that many worker processes at a time (a fresh process per
 population), each given one GPU, round robin over the visible GPUs, so that more jobs than GPUs
 pack several small populations on one GPU; on a CPU each worker gets an equal share of the cores.
+A worker that dies fails its own population only, and workers die with the sweep's process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 
 from tqdm import tqdm
 
 from lop_core import runs
 
-#: Errors a population may end with that are reported in a line (anything else with a traceback).
-EXPECTED = (RuntimeError, ValueError)
+#: Errors a population may end with that are reported in a line (anything else with a traceback):
+#: bad values, missing data, locked or corrupt runs, and failed writes (a full disk, a read-only store).
+EXPECTED = (RuntimeError, ValueError, OSError)
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,16 @@ def train_population(cfgs, opts: TrainOptions, bar_position: int | None = None) 
     )
 
 
+def population_label(cfgs) -> str:
+    """A population in messages: its first run's name and how many more it has."""
+    return runs.run_name(cfgs[0]) + (f" and {len(cfgs) - 1} more runs" if len(cfgs) > 1 else "")
+
+
 def describe_error(cfgs, err: BaseException) -> str:
     """One message for a population that failed: its first run, and the error (traced if unexpected)."""
-    where = f"{runs.run_name(cfgs[0])}" + (f" and {len(cfgs) - 1} more runs" if len(cfgs) > 1 else "")
     if isinstance(err, EXPECTED):
-        return f"{where}: {err}"
-    return f"{where}:\n" + "".join(traceback.format_exception(err))
+        return f"{population_label(cfgs)}: {err}"
+    return f"{population_label(cfgs)}:\n" + "".join(traceback.format_exception(err))
 
 
 def visible_gpus() -> list[str]:
@@ -117,13 +129,123 @@ def worker_envs(jobs: int, device: str = "auto", gpus=None, cpus: int | None = N
     ]
 
 
-def _worker(cfgs, opts: TrainOptions, env: dict[str, str], position: int) -> None:
+#: ``prctl`` option: the signal a process gets when its parent exits (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Have this process killed when ``parent`` exits, even by SIGKILL, so that a worker does not
+    go on training (and holding its runs' locks) as an orphan: Linux's parent-death signal, else a
+    thread that watches the parent's pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            armed = prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), *[ctypes.c_ulong(0)] * 3) == 0
+        except (OSError, AttributeError):
+            armed = False
+        if armed:
+            if os.getppid() != parent:  # it died before the signal was armed
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _worker(cfgs, opts: TrainOptions, env: dict[str, str], position: int, parent: int, reply) -> None:
+    """A worker process: train one population and send back None or the message of its failure."""
+    die_with_parent(parent)
     # a fresh process (spawned): CUDA has not started yet, so the GPU choice still takes effect
     os.environ.update(env)
     import torch
 
     torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-    train_population(cfgs, opts, bar_position=position)
+    try:
+        train_population(cfgs, opts, bar_position=position)
+    except Exception as err:
+        reply.send(describe_error(cfgs, err))
+    else:
+        reply.send(None)
+    reply.close()
+
+
+_NO_REPLY = object()
+
+
+class _Running:
+    """A worker process training one population, and what it sent back."""
+
+    def __init__(self, context, cfgs, opts: TrainOptions, env: dict, slot: int, line: int):
+        self.cfgs, self.slot, self.message = cfgs, slot, _NO_REPLY
+        self.replies, send = context.Pipe(duplex=False)
+        args = (cfgs, opts, env, line, os.getpid(), send)
+        self.process = context.Process(target=_worker, args=args, name=f"lop_core worker {slot}")
+        self.process.start()
+        send.close()
+
+    def read(self) -> None:
+        """Take the worker's reply if it has come (or the pipe has closed without one)."""
+        if self.replies.closed or not self.replies.poll():
+            return
+        with contextlib.suppress(EOFError, OSError):  # else it died without replying
+            self.message = self.replies.recv()
+        self.replies.close()
+
+    def outcome(self) -> str | None:
+        """None if the population trained, else one message (the worker's, or how it died)."""
+        self.read()
+        self.replies.close()
+        if self.message is not _NO_REPLY:
+            return self.message
+        code = self.process.exitcode
+        try:
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        except ValueError:
+            how = f"signal {-code}"
+        return (
+            f"{population_label(self.cfgs)}: worker process died ({how}, e.g. killed or out of memory); "
+            "run the command again to resume it"
+        )
+
+
+def _run_workers(populations, opts: TrainOptions, jobs: int, finished, first_line: int | None) -> None:
+    """Train ``populations`` in ``jobs`` worker processes at a time, a fresh process per population.
+
+    A worker that dies (``kill -9``, the out-of-memory killer) fails its own population only: the
+    others go on, and the queued ones still start. Workers die with this process (``die_with_parent``).
+    """
+    context = multiprocessing.get_context("spawn")
+    envs = worker_envs(jobs, opts.device)
+    queue, free, running = list(populations), list(range(jobs)), []
+    try:
+        while queue or running:
+            while queue and free:
+                slot = free.pop(0)
+                line = (first_line or 0) + slot
+                running.append(_Running(context, queue.pop(0), opts, envs[slot], slot, line))
+            pipes = [r.replies for r in running if not r.replies.closed]
+            ready = wait([r.process.sentinel for r in running] + pipes)
+            for job in list(running):
+                if job.replies in ready:
+                    job.read()  # before it exits: a long message would block it
+                if job.process.sentinel in ready:
+                    job.process.join()
+                    running.remove(job)
+                    free.append(job.slot)
+                    finished(job.cfgs, job.outcome())
+                    job.process.close()
+    finally:  # interrupted: a Ctrl-C reaches the workers too; give them a moment to stop, then kill them
+        deadline = time.time() + 5
+        for job in running:
+            job.process.join(max(0.0, deadline - time.time()))
+        for job in running:
+            if job.process.is_alive():
+                job.process.kill()
+                job.process.join()
 
 
 def run_local(
@@ -139,13 +261,13 @@ def run_local(
         first_line: terminal line of the first population bar (below a sweep bar), else None.
 
     Returns:
-        One message per population that failed (the others still ran).
+        One message per population that failed, its worker's death included (the others still ran).
     """
     errors: list[str] = []
 
-    def finished(cfgs, err: BaseException | None) -> None:
-        if err is not None:
-            errors.append(describe_error(cfgs, err))
+    def finished(cfgs, message: str | None) -> None:
+        if message is not None:
+            errors.append(message)
         if on_done is not None:
             on_done(cfgs)
 
@@ -154,26 +276,11 @@ def run_local(
             try:
                 train_population(cfgs, opts, bar_position=first_line)
             except EXPECTED as err:
-                finished(cfgs, err)
+                finished(cfgs, describe_error(cfgs, err))
             else:
                 finished(cfgs, None)
         return errors
-    envs = worker_envs(jobs, opts.device)
-    queue = list(populations)
-    free = list(range(jobs))
-    running = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
-        while queue or running:
-            while queue and free:
-                slot, cfgs = free.pop(0), queue.pop(0)
-                line = (first_line or 0) + slot
-                running[pool.submit(_worker, cfgs, opts, envs[slot], line)] = (slot, cfgs)
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                slot, cfgs = running.pop(future)
-                free.append(slot)
-                finished(cfgs, future.exception())
+    _run_workers(populations, opts, jobs, finished, first_line)
     return errors
 
 

@@ -136,14 +136,40 @@ def run_or_load(
             if todo and len(todo) < len(cfgs) and runs.population_checkpoint(cfgs, runs_dir).is_file():
                 todo = cfgs
             if todo:
+                _drop_leftovers(todo, runs_dir)
                 _train(todo, runs_dir, device, data_root, progress, finalize, every, compile, bar_position)
     else:  # all done: a kill between the last DONE and the checkpoint's deletion left it behind
         runs.remove_checkpoint(runs.population_checkpoint(cfgs, runs_dir))
+    for path in paths:
+        if runs.is_done(path):  # a holder killed after finishing it left its lock file
+            locks.remove_stale(path)
     rows = []
     for c, path in zip(cfgs, paths, strict=True):
         summary = runs.read_summary(path)
         rows.append({"run": path.name, "method": c.method, "seed": c.seed, **summary})
     return pd.DataFrame(rows)
+
+
+def _drop_leftovers(todo, runs_dir) -> None:
+    """Delete the temporary files a killed process left in the folders of ``todo`` and beside its
+    population checkpoint: with their runs locked here, no other process writes them."""
+    for c in todo:
+        runs.remove_temporaries(runs.run_path(c, runs_dir))
+    ckpt = runs.population_checkpoint(todo, runs_dir)
+    runs.remove_temporaries(ckpt.parent, ckpt.name)
+
+
+def _check_fit(pop, cfgs, ckpt) -> None:
+    """Refuse a loaded checkpoint whose position or number of runs cannot be these runs'."""
+    task, total, count = pop.task, pop.total, len(pop.rows)
+    whole = isinstance(task, int) and not isinstance(task, bool)
+    if whole and 0 <= task < total and count == len(cfgs) == len(_diverged(pop)):
+        return
+    raise _misfit(ckpt, f"at {pop.unit} {task!r} of {total}, with {count} runs for {len(cfgs)}")
+
+
+def _misfit(ckpt, why: str) -> RunError:
+    return RunError(f"checkpoint {ckpt} does not fit these runs ({why}); delete it and run again")
 
 
 def _diverged(pop) -> list:
@@ -164,11 +190,9 @@ def _train(cfgs, runs_dir, device, data_root, progress, finalize, checkpoint_eve
         try:
             pop.load_state_dict(state["population"])
             wall_before = float(state["wall_s"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise RunError(
-                f"checkpoint {ckpt} does not fit these runs ({type(err).__name__}: {str(err)[:200]}); "
-                "delete it to train them from the start"
-            ) from None
+        except Exception as err:  # a foreign or tampered state fails anywhere in loading
+            raise _misfit(ckpt, f"{type(err).__name__}: {str(err)[:200]}") from None
+        _check_fit(pop, cfgs, ckpt)
         meta["resumed_at"] = f"{pop.unit} {pop.task}"
 
     def run_meta(diverged: dict | None) -> dict:

@@ -91,11 +91,29 @@ def locked(paths: list[Path]):
             os.close(fd)
 
 
+def remove_stale(path: Path) -> None:
+    """Delete the lock file of run folder ``path`` if no process holds it (one left by a killed
+    holder), as a holder does on release: take the lock first, so that a live holder keeps it."""
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR)  # for writing: NFS emulates flock with POSIX locks
+    except OSError:
+        return  # none, or a read-only store
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.stat(lock)):
+            lock.unlink()
+    except OSError:
+        pass  # held, removed meanwhile, or a read-only store: leave it
+    finally:
+        os.close(fd)
+
+
 def is_locked(path: Path) -> bool:
     """Whether a process holds the lock of run folder ``path`` right now (never creates a lock)."""
     try:
         fd = os.open(lock_path(path), os.O_RDWR)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -5,7 +5,8 @@ status), ``metrics.csv.gz`` (tidy: one row per task x metric x layer), ``summary
 (headline numbers), the executed notebook when papermill made it, and ``DONE``, written last. A
 folder without ``DONE`` is incomplete: it is resumed by experiments and never read by chapters.
 Population checkpoints and run locks live in ``runs/<benchmark>/.checkpoints/`` (git-ignored);
-checkpoints are deleted once every run of the population is done, locks when their holder exits.
+checkpoints are deleted once every run of the population is done, locks when their holder exits;
+what a killed process left (temporary files, a finished run's lock file) goes when its runs resume.
 A run that diverged (a non-finite loss) is finished too: its ``summary.json`` says
 ``"status": "diverged"`` with the step, and ``load`` reports it without its metrics.
 """
@@ -13,6 +14,7 @@ A run that diverged (a non-finite loss) is finished too: its ``summary.json`` sa
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import io
 import json
@@ -22,6 +24,7 @@ import re
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -63,13 +66,28 @@ def is_done(path: Path) -> bool:
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file, fsync, then rename: readers see the old or the new file, never half."""
+    """Write to a temporary file, fsync, then rename: readers see the old or the new file, never half.
+
+    A failed write (a full disk, a read-only store) removes its temporary file; one left by a
+    killed process is removed by ``remove_temporaries`` when its run resumes.
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_temporaries(folder: Path, name: str = "*") -> None:
+    """Delete the temporary files of ``write_atomic`` for ``name`` in ``folder`` (left by a kill
+    mid-write). Only while holding the lock of the runs they belong to: no other writer is alive."""
+    for tmp in folder.glob(f".{name}.tmp*"):
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj) -> None:
@@ -158,17 +176,17 @@ def load_checkpoint(path: Path, device) -> dict | None:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError ... variously
+        # torch's own text is left out: it ends on advice to load with weights_only=False
         raise RunError(
-            f"checkpoint {path} is unreadable ({type(err).__name__}: {str(err)[:200]}); "
-            "delete it to train these runs from the start"
+            f"{path} is not a valid checkpoint ({type(err).__name__}); delete it and run again"
         ) from None
 
 
 def remove_checkpoint(path: Path) -> None:
     """Delete a population checkpoint and the temporary files of writes a kill interrupted."""
-    path.unlink(missing_ok=True)
-    for tmp in path.parent.glob(f".{path.name}.tmp*"):
-        tmp.unlink(missing_ok=True)
+    if path.exists():  # no write at all when there is none (a read-only store)
+        path.unlink(missing_ok=True)
+    remove_temporaries(path.parent, path.name)
 
 
 #: What ``run_state`` can say about a run.
@@ -177,10 +195,10 @@ STATES = ("done", "diverged", "running", "partial", "missing", "corrupt")
 
 def run_state(path: Path) -> str:
     """``done``, ``diverged`` (finished), ``running`` (locked), ``partial`` (started, resumable),
-    ``missing`` or ``corrupt`` (finished but its ``summary.json`` is unreadable)."""
+    ``missing`` or ``corrupt`` (finished, but a file of it is missing or unreadable: ``check_run``)."""
     if is_done(path):
         try:
-            status = read_summary(path).get("status", "done")
+            status = check_run(path).get("status", "done")
         except RunError:
             return "corrupt"
         return "diverged" if status == "diverged" else "done"
@@ -189,20 +207,62 @@ def run_state(path: Path) -> str:
     return "partial" if path.exists() else "missing"
 
 
+#: What reading a damaged run file raises (a bit flip in a gzip stream is a ``zlib.error``).
+DAMAGED = (OSError, ValueError, EOFError, zlib.error)
+COLUMNS = ("task", "metric", "layer", "value")
+
+
+def _corrupt(path: Path, err: BaseException) -> RunError:
+    kind = type(err).__name__
+    if type(err).__module__ != "builtins":  # zlib.error, json.JSONDecodeError, ...
+        kind = f"{type(err).__module__.split('.')[0]}.{kind}"
+    return RunError(f"{path} is corrupt ({kind}: {err}); delete the folder and run it again")
+
+
+def _json_object(path: Path, name: str) -> dict:
+    try:
+        obj = json.loads((path / name).read_text())
+    except DAMAGED as err:
+        raise _corrupt(path, err) from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}/{name} is not a JSON object; delete the folder and run it again")
+    return obj
+
+
 def read_summary(path: Path) -> dict:
     """The ``summary.json`` of run folder ``path``.
 
     Raises:
         RunError: the file is missing, unreadable or not a JSON object.
     """
-    try:
-        summary = json.loads((path / "summary.json").read_text())
-    except (OSError, ValueError) as err:
+    return _json_object(path, "summary.json")
+
+
+def _check_columns(path: Path, columns) -> None:
+    missing = set(COLUMNS) - set(columns)
+    if missing:
         raise RunError(
-            f"{path} is corrupt ({type(err).__name__}: {err}); delete it and run it again"
-        ) from None
-    if not isinstance(summary, dict):
-        raise RunError(f"{path}/summary.json is not a JSON object; delete the folder and run it again")
+            f"{path}/metrics.csv.gz lacks columns {sorted(missing)}; delete the folder and run it again"
+        )
+
+
+def check_run(path: Path) -> dict:
+    """The summary of a finished run after a cheap look at its other files (``config.json`` is a
+    JSON object, ``metrics.csv.gz`` decompresses to its end and has the columns).
+
+    Raises:
+        RunError: a file is missing, truncated or unreadable; the message names the folder.
+    """
+    summary = read_summary(path)
+    _json_object(path, "config.json")
+    try:
+        with gzip.open(path / "metrics.csv.gz", "rb") as f:
+            header = f.readline().decode().strip().split(",")
+            while f.read(1 << 20):
+                pass
+    except DAMAGED as err:
+        raise _corrupt(path, err) from None
+    _check_columns(path, header)
     return summary
 
 
@@ -216,18 +276,12 @@ def read_run(path: Path) -> tuple[dict, dict, pd.DataFrame]:
     if not is_done(path):
         raise RunError(f"{path} is not a finished run (no DONE); run its experiment again to resume it")
     summary = read_summary(path)
+    cfg = _json_object(path, "config.json")
     try:
-        cfg = json.loads((path / "config.json").read_text())
         metrics = pd.read_csv(path / "metrics.csv.gz", dtype={"layer": str})
-    except (OSError, ValueError, EOFError) as err:
-        raise RunError(
-            f"{path} is corrupt ({type(err).__name__}: {err}); delete it and run it again"
-        ) from None
-    missing = {"task", "metric", "layer", "value"} - set(metrics.columns)
-    if missing:
-        raise RunError(
-            f"{path}/metrics.csv.gz lacks columns {sorted(missing)}; delete the folder and run it again"
-        )
+    except DAMAGED as err:
+        raise _corrupt(path, err) from None
+    _check_columns(path, metrics.columns)
     return cfg, summary, metrics
 
 

@@ -8,7 +8,8 @@ Entries expand into configs, and configs that differ only in per-run fields (see
 An optional ``presets`` mapping shortens a preset further for this sweep only (values every entry
 gets at that preset, e.g. fewer tasks for the h=1000 network on a CPU); entry values win over it.
 An entry may carry its own ``presets`` mapping too (a smaller grid, or a value rescaled for shorter
-tasks, at one preset), which wins over both.
+tasks, at one preset), which wins over both. Any other top-level key is refused (a typo), and so
+is an entry key that names no parameter; the error names the file and the entry.
 
 ``python -m lop_core sweep`` trains the missing runs (``lop_core.executors``: here, in local
 worker processes over the GPUs, or on Slurm); ``python -m lop_core status`` counts a sweep's runs
@@ -35,10 +36,28 @@ import pandas as pd
 import yaml
 
 from lop_core import runs
-from lop_core.config import PER_RUN_FIELDS, PRESETS, ConfigError, parse_seeds, population_key, resolve
+from lop_core.config import (
+    PER_RUN_FIELDS,
+    PRESETS,
+    ConfigError,
+    by_method,
+    parse_seeds,
+    population_key,
+    refuse_reserved,
+    resolve,
+)
 from lop_core.runs import REPO
 
 SWEEPS_DIR = REPO / "book" / "experiments" / "sweeps"
+#: The keys a sweep file may have (any other is a typo, refused: a dropped ``presets`` would
+#: silently train at the full preset).
+KEYS = ("benchmark", "seeds", "presets", "entries")
+#: Names an entry may not set, and what sets them instead.
+RESERVED = {
+    "seed": "'seeds:' (in the entry or at the top of the file)",
+    "preset": "--preset (and 'presets:' for values at one preset)",
+    "benchmark": "the file's 'benchmark:'",
+}
 
 
 def sweep_path(name: str | Path) -> Path:
@@ -70,6 +89,9 @@ def read_sweep(name) -> dict:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("entries"), list) or "benchmark" not in spec:
         raise ConfigError(f"{path}: expected a mapping with 'benchmark', 'seeds' and a list 'entries'")
+    unknown = sorted(set(spec) - set(KEYS), key=str)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid keys: {sorted(KEYS)}")
     seeds = spec.get("seeds", {})
     if not isinstance(seeds, dict):
         raise ConfigError(f"{path}: 'seeds' must map a preset name to seeds, e.g. {{smoke: 0-1, quick: 0-4}}")
@@ -86,20 +108,30 @@ def expand(name, preset: str) -> list[list]:
         raise ConfigError(f"{spec['path']}: no seeds for preset {preset!r}; it has {sorted(seeds_by_preset)}")
     shortened = (spec.get("presets") or {}).get(preset, {})
     groups: dict[str, list] = {}
-    for entry in spec["entries"]:
+    for number, entry in enumerate(spec["entries"], 1):
         if not isinstance(entry, dict):
             raise ConfigError(f"{spec['path']}: every entry must be a mapping, got {entry!r}")
         own = entry.get("presets") or {}
         _check_presets(spec["path"], own, "an entry's 'presets'")
-        entry = {**shortened, **{k: v for k, v in entry.items() if k != "presets"}, **own.get(preset, {})}
-        seeds = parse_seeds(entry.pop("seeds", seeds_by_preset[preset]))
-        axes = {k: v if isinstance(v, list) else [v] for k, v in entry.items()}
-        for values in itertools.product(*axes.values()):
-            params = dict(zip(axes, values, strict=True))
-            for seed in seeds:
-                cfg = resolve(spec["benchmark"], preset, seed=seed, **params)
+        values = {**shortened, **{k: v for k, v in entry.items() if k != "presets"}, **own.get(preset, {})}
+        try:
+            for cfg in _entry_configs(spec["benchmark"], preset, values, seeds_by_preset[preset]):
                 groups.setdefault(population_key(cfg), []).append(cfg)
-    return list(groups.values())
+        except ConfigError as err:
+            text = str(entry) if len(str(entry)) <= 80 else str(entry)[:77] + "..."
+            raise ConfigError(f"{spec['path']}: entry {number} {text}: {err}") from None
+    return [by_method(g) for g in groups.values()]
+
+
+def _entry_configs(benchmark: str, preset: str, entry: dict, seeds):
+    """The validated configs of one entry (its values at ``preset``; a list is a grid axis)."""
+    refuse_reserved(entry, RESERVED)
+    seeds = parse_seeds(entry.pop("seeds", seeds))
+    axes = {k: v if isinstance(v, list) else [v] for k, v in entry.items()}
+    for values in itertools.product(*axes.values()):
+        params = dict(zip(axes, values, strict=True))
+        for seed in seeds:
+            yield resolve(benchmark, preset, seed=seed, **params)
 
 
 def command(name, preset: str) -> str:
@@ -116,8 +148,10 @@ def describe(cfgs) -> str:
     default = default_config(first.benchmark, first.preset, first.method).to_dict()
     dicts = [c.to_dict() for c in cfgs]
     shared = {k: v for k, v in dicts[0].items() if k not in (*PER_RUN_FIELDS, "method_args", "method")}
-    shared.update(dicts[0]["method_args"])
-    parts = [first.method]
+    methods = list(dict.fromkeys(c.method for c in cfgs))
+    if len(methods) == 1:
+        shared.update(dicts[0]["method_args"])
+    parts = ["+".join(methods)]
     for key, value in shared.items():
         mine = [d["method_args"][key] if key in d["method_args"] else d[key] for d in dicts]
         ref = default["method_args"].get(key) if key in dicts[0]["method_args"] else default.get(key)

@@ -18,14 +18,18 @@ import torch
 import torch.nn.functional as F
 
 from lop_core import metrics
+from lop_core.config import method_key
 from lop_core.data import PermutedMNIST, load_mnist, seeded_generator
-from lop_core.methods import METHODS
+from lop_core.methods import METHODS, Method
 from lop_core.models import PopulationMLP
 from lop_core.optim import SGDW, AdamW
+from lop_core.run_slices import RunSlice
 
 #: The gradient magnitude (mean |g| over all parameters) is averaged over every GRAD_EVERY-th step
 #: of a task: an unbiased estimate of the per-task mean of every step at a tenth of the cost.
 GRAD_EVERY = 10
+#: What the loop itself sums per task, in the order its rows are written.
+LOOP_METRICS = ("online_accuracy", "online_loss", "grad_magnitude")
 
 
 def frozen_fraction(h: torch.Tensor, activation: str) -> torch.Tensor:
@@ -35,6 +39,26 @@ def frozen_fraction(h: torch.Tensor, activation: str) -> torch.Tensor:
     return metrics.dead_fraction(h)
 
 
+def method_groups(cfgs) -> list[tuple[int, int]]:
+    """Contiguous ``(start, stop)`` blocks of ``cfgs`` with one ``method_key`` each.
+
+    Raises:
+        ValueError: a method key comes back after another one (sort the runs by it first).
+    """
+    blocks: list[tuple[int, int]] = []
+    keys: list[tuple] = []
+    for r, cfg in enumerate(cfgs):
+        key = method_key(cfg)
+        if keys and keys[-1] == key:
+            blocks[-1] = (blocks[-1][0], r + 1)
+            continue
+        if key in keys:
+            raise ValueError(f"the runs of method {cfg.method} {dict(key[1])} must be next to each other")
+        keys.append(key)
+        blocks.append((r, r + 1))
+    return blocks
+
+
 def resolve_device(device: str | None) -> torch.device:
     """``None``/``"auto"`` means CUDA when available, else CPU."""
     if device in (None, "auto"):
@@ -42,8 +66,16 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def _row_order(metric: str) -> tuple[int, str]:
+    return (LOOP_METRICS.index(metric), "") if metric in LOOP_METRICS else (len(LOOP_METRICS), metric)
+
+
 class Population:
-    """R runs of one architecture and method, trained in lockstep.
+    """R runs of one architecture, trained in lockstep.
+
+    The runs may use different methods: every block of runs with one ``method_key`` (they must be
+    contiguous, see ``method_groups``) gets its own method object on a ``RunSlice``, which acts
+    on those runs alone.
 
     Args:
         cfgs: the runs' configs; they must share a ``config.population_key``.
@@ -71,7 +103,16 @@ class Population:
         self.stream = PermutedMNIST(seeds, c.batch_size, self.device, data_root, dtype=dtype)
         init_gens = [seeded_generator(s, stream=0) for s in seeds]
         self.model = PopulationMLP(
-            init_gens, 784, c.width, c.depth, 10, c.activation, c.layer_norm, self.device, c.skip_connections
+            init_gens,
+            784,
+            c.width,
+            c.depth,
+            10,
+            c.activation,
+            c.layer_norm,
+            self.device,
+            c.skip_connections,
+            c.init,
         ).to(dtype)
         params = [p for _, p in self.model.parameter_groups()]
         lr = [cfg.step_size for cfg in self.cfgs]
@@ -82,7 +123,14 @@ class Population:
             betas = ([cfg.momentum for cfg in self.cfgs], [cfg.beta2 for cfg in self.cfgs])
             self.optimizer = AdamW(params, lr, l2, betas=betas)
         self.method_generators = [seeded_generator(s, stream=2) for s in seeds]
-        self.method = METHODS[c.method](self.model, self.optimizer, self.cfgs, self.method_generators)
+        #: ((start, stop), slice or None, method) per block of runs of one method
+        self.methods = []
+        blocks = method_groups(self.cfgs)
+        for a, b in blocks:
+            view = RunSlice(self.model, self.optimizer, a, b) if len(blocks) > 1 else None
+            model, opt = (view.model, view.optimizer) if view else (self.model, self.optimizer)
+            method = METHODS[self.cfgs[a].method](model, opt, self.cfgs[a:b], self.method_generators[a:b])
+            self.methods.append(((a, b), view, method))
         self._forward_loss = self._eager_forward_loss
         if compile:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
@@ -97,6 +145,8 @@ class Population:
         self._bad_step = torch.full((len(self.cfgs),), -1, dtype=torch.long, device=self.device)
         #: bool [R], True for a frozen (diverged) run; None while every run is live
         self._frozen: torch.Tensor | None = None
+        #: per method metric (``reset_units``, ...), the runs whose method reports it
+        self._reported: dict[str, set[int]] = {}
 
     @property
     def num_runs(self) -> int:
@@ -107,9 +157,10 @@ class Population:
         """Raise ``DataError`` unless MNIST is under ``data_root`` or can be downloaded there."""
         load_mnist(data_root)
 
-    def _record(self, task: int, metric: str, layer: str, values: torch.Tensor) -> None:
+    def _record(self, task: int, metric: str, layer: str, values: torch.Tensor, only=None) -> None:
+        """Append a row per live run (of the runs ``only``, when given: a method's own counts)."""
         for run, v in enumerate(values.tolist()):
-            if self.diverged[run] is None:
+            if self.diverged[run] is None and (only is None or run in only):
                 self.rows[run].append((task, metric, layer, float(v)))
 
     @torch.no_grad()
@@ -161,11 +212,20 @@ class Population:
             first_bad = ~torch.isfinite(loss) & (self._bad_step < 0)
             self._bad_step.masked_fill_(first_bad, self.task * steps + s + 1)  # counted like after_step
         self.optimizer.step()
-        info = self.method.after_step(self.task * steps + s + 1)
+        self._call_methods("after_step", self.task * steps + s + 1, sums)
         if self._frozen is not None:  # nothing (decay, noise, a reset) moves a frozen run's zeros
             self._zero_frozen()
-        for key, value in (info or {}).items():
-            sums[key] += value
+
+    def _call_methods(self, hook: str, arg: int, sums: dict[str, torch.Tensor]) -> None:
+        """Call every method's ``hook`` and add what it reports into ``sums`` at its own runs."""
+        for (a, b), view, method in self.methods:
+            if getattr(type(method), hook) is getattr(Method, hook):
+                continue  # the plain hook does nothing
+            if view is not None:
+                view.refresh()
+            for key, value in (getattr(method, hook)(arg) or {}).items():
+                sums[key][a:b] += value
+                self._reported.setdefault(key, set()).update(range(a, b))
 
     def train_task(self) -> dict[str, list[float]]:
         """Train every run for one task; returns per-run means (accuracy, loss) and counts of the task."""
@@ -173,20 +233,22 @@ class Population:
         self.stream.new_task()
         self.measure_correlates(t)
         sums = defaultdict(lambda: torch.zeros(self.num_runs, device=self.device))
-        for key, value in (self.method.on_task_start(t) or {}).items():
-            sums[key] += value
+        self._call_methods("on_task_start", t, sums)
         steps = c.steps_per_task
         for s in range(steps):
             self.step(s, sums)
         sampled = len(range(0, steps, GRAD_EVERY))
         self._stop_diverged(t)
         out = {}
-        for key, total in sums.items():
+        # a fixed order of rows, whichever method reported first (a mixed population's rows for a run
+        # are then those of the run alone): the loop's own numbers, then the methods' counts by name
+        for key in sorted(sums, key=_row_order):
+            total = sums[key]
             if key == "grad_magnitude":
                 total = total / sampled
             elif key in ("online_accuracy", "online_loss"):
                 total = total / steps
-            self._record(t, key, "all", total)
+            self._record(t, key, "all", total, self._reported.get(key))
             out[key] = total.tolist()
         self.task += 1
         return out
@@ -252,7 +314,7 @@ class Population:
             "task": self.task,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "method": self.method.state_dict(),
+            "methods": [method.state_dict() for _, _, method in self.methods],
             "stream": self.stream.state_dict(),
             "method_generators": [g.get_state() for g in self.method_generators],
             "rows": self.rows,
@@ -264,7 +326,13 @@ class Population:
         self.task = state["task"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.method.load_state_dict(state["method"])
+        saved = state["methods"]
+        if len(saved) != len(self.methods):
+            raise ValueError(
+                f"the checkpoint holds {len(saved)} method blocks, these runs have {len(self.methods)}"
+            )
+        for (_, _, method), s in zip(self.methods, saved, strict=True):
+            method.load_state_dict(s)
         self.stream.load_state_dict(state["stream"])
         for g, s in zip(self.method_generators, state["method_generators"], strict=True):
             g.set_state(s)

@@ -27,6 +27,19 @@ GOOD_ENTRIES = "entries:\n  - {method: base, width: 10}\n"
         ("benchmark: permuted_mnist\nseeds: {smoke: 0-1}\nentries:\n  - {widht: 10}\n", "valid:"),
         ("benchmark: permuted_mnist\nseeds: {smoke: 0-1}\nentries:\n  - {width: [10, 0]}\n", "width"),
         ("benchmark: permuted_mnist\nseeds: {smoke: 0-1}\nentries:\n  - not a mapping\n", "mapping"),
+        (
+            "benchmark: permuted_mnist\nseeds: {smoke: 0-1}\npreset: {smoke: {num_tasks: 1}}\n"
+            + GOOD_ENTRIES,
+            "unknown key 'preset'",
+        ),
+        (
+            "benchmark: permuted_mnist\nseeds: {smoke: 0-1}\nentrys: []\n" + GOOD_ENTRIES,
+            "unknown key 'entrys'",
+        ),
+        ("benchmark: permuted_mnist\nseeds: {smoke: 0-1}\nentries:\n  - {width: 10, seed: 3}\n", "seeds:"),
+        ("benchmark: permuted_mnist\nseeds: {smoke: 0-1}\nentries:\n  - {preset: paper}\n", "--preset"),
+        ("benchmark: permuted_mnist\nseeds: {smoke: 0-1}\nentries:\n  - {benchmark: x}\n", "benchmark:"),
+        ("benchmark: permuted_mnist\nseeds: {smoke: 0-1}\nentries:\n  - {method_args: x}\n", "method_args"),
     ],
 )
 def test_a_bad_sweep_file_is_refused(text, needle, tmp_path_factory, tmp_path, capsys):
@@ -36,6 +49,24 @@ def test_a_bad_sweep_file_is_refused(text, needle, tmp_path_factory, tmp_path, c
         assert main([command, str(path), "--preset", "smoke", "--runs-dir", str(tmp_path)]) == 2
         assert needle in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_sweep_file_errors_name_the_file_and_what_is_wrong(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("benchmark: permuted_mnist\nseeds: {smoke: 0-1}\npreset: {smoke: {}}\n" + GOOD_ENTRIES)
+    with pytest.raises(ConfigError) as err:
+        sweep.read_sweep(path)
+    assert str(path) in str(err.value) and "['benchmark', 'entries', 'presets', 'seeds']" in str(err.value)
+    path.write_text("benchmark: permuted_mnist\nseeds: {smoke: 0-1}\n" + GOOD_ENTRIES + "  - {widht: 10}\n")
+    with pytest.raises(ConfigError, match="unknown parameter 'widht'") as err:
+        sweep.expand(path, "smoke")
+    assert str(err.value).startswith(f"{path}: entry 2 ")
+
+
+def test_width_has_a_generous_upper_bound():
+    assert config.resolve("permuted_mnist", "smoke", width=1_000_000).width == 1_000_000
+    with pytest.raises(ConfigError, match="width"):
+        config.resolve("permuted_mnist", "smoke", width=1_000_001)
 
 
 def test_a_sweep_file_is_read_with_a_safe_loader(tmp_path_factory, tmp_path, capsys):
@@ -70,6 +101,13 @@ def test_a_sweep_file_is_read_with_a_safe_loader(tmp_path_factory, tmp_path, cap
         (["run", "permuted_mnist", "--set", "num_tasks=0"], "num_tasks"),
         (["run", "permuted_mnist", "--set", "depth=two"], "depth"),
         (["run", "permuted_mnist", "--checkpoint-every", "-1"], "checkpoint interval"),
+        (["run", "permuted_mnist", "--set", "method=swr"], "use --method"),
+        (["run", "permuted_mnist", "--set", "seed=3"], "use --seeds"),
+        (["run", "permuted_mnist", "--set", "preset=paper"], "use --preset"),
+        (["run", "permuted_mnist", "--set", "benchmark=x"], "benchmark"),
+        (["run", "permuted_mnist", "--set", "method_args=x"], "method_args"),
+        (["run", "permuted_mnist", "--set", "width=1e22"], "width"),
+        (["run", "permuted_mnist", "--set", "num_tasks=1e22"], "num_tasks"),
         (["sweep", "a1", "--jobs", "0"], "--jobs"),
         (["sweep", "a1", "--executor", "slurm", "--time", "0"], "--time"),
         (["sweep", "a1", "--executor", "slurm", "--per-job", "0"], "--per-job"),

@@ -61,7 +61,7 @@ def test_bench_writes_a_table_with_the_baseline(tmp_path, data_root):
         "--layer-norm",
         "on",
         "--methods",
-        "base",
+        "base,l2,mixed",
         "--runs",
         "1,2",
         "--budget",
@@ -76,7 +76,11 @@ def test_bench_writes_a_table_with_the_baseline(tmp_path, data_root):
     assert main(argv) == 0
     table = json.loads(out.read_text())
     rows = {(r["method"], r["runs"]): r for r in table["rows"]}
-    assert set(rows) == {("torch_baseline", 1), ("base", 1), ("base", 2)}
+    assert set(rows) == {("torch_baseline", 1)} | {
+        (m, r) for m in ("limit", "base", "l2", "mixed") for r in (1, 2)
+    }
     assert rows["torch_baseline", 1]["ratio"] == 1.0
     assert all(r["run_steps_per_s"] > 0 and r["layer_norm"] for r in table["rows"])
+    assert rows["limit", 2]["fraction_of_limit"] == 1.0 and rows["mixed", 2]["fraction_of_limit"] > 0
+    assert table["threads"] >= 1
     assert "cpu" in table["device"]

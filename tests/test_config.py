@@ -81,3 +81,18 @@ def test_parse_assignments():
     assert config.parse_assignments(["width=10", " step_size = 0.1"]) == {"width": "10", "step_size": "0.1"}
     with pytest.raises(ConfigError, match="name=value"):
         config.parse_assignments(["width"])
+
+
+def test_init_is_a_field_that_reaches_the_model_and_keeps_old_names(data_root):
+    """``init=kaiming_uniform`` (Dohare's) builds a uniform-init population; the default
+    (``kaiming_normal``) is left out of the hash, so runs made before the field keep their names."""
+    from lop_core.train import Population
+
+    cfg = config.resolve("permuted_mnist", "smoke", width=10, init="kaiming_uniform")
+    pop = Population([cfg], device="cpu", data_root=data_root)
+    assert pop.model.uniform_init and pop.model.weights[0].abs().max() <= pop.model.stds[0]
+    plain = config.resolve("permuted_mnist", "smoke", width=10)
+    assert config.run_name(cfg) != config.run_name(plain)
+    assert config.run_name(config.resolve("permuted_mnist", "quick")) == "base-w100-s0-52776de2"
+    with pytest.raises(config.ConfigError, match="kaiming_uniform"):
+        config.resolve("permuted_mnist", "smoke", init="xavier")

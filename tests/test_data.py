@@ -51,7 +51,8 @@ def test_plausible_garbage_of_the_right_size_is_refused(own_copy):
     path.write_bytes(struct.pack(">iiii", 2051, 60000, 28, 28) + b"\0" * (60000 * 784))
     with pytest.raises(DataError, match="do not hold MNIST's training set"):
         load_mnist(own_copy)
-    assert gzip.open(own_copy / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").read(4)  # .gz untouched
+    with gzip.open(own_copy / "MNIST" / "raw" / "train-images-idx3-ubyte.gz") as gz:
+        assert gz.read(4)  # the .gz is untouched
 
 
 def test_a_missing_root_is_not_created(tmp_path):

@@ -304,7 +304,7 @@ def test_l2_init_pulls_toward_the_initial_parameters_by_the_factor():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_reset_gives_a_fresh_init_and_an_empty_optimizer_state(optimizer):
+def test_reset_gives_a_fresh_init_and_a_fresh_optimizer_state(optimizer):
     model, opt, reset = make(
         "reset", [{}, {}], width=300, in_features=400, layer_norm=True, optimizer=optimizer, momentum=0.9
     )
@@ -313,12 +313,18 @@ def test_reset_gives_a_fresh_init_and_an_empty_optimizer_state(optimizer):
     sgd_step(model, opt)
     assert all(opt.state)
     reset.on_task_start(1)
-    assert all(s == {} for s in opt.state)
+    assert all(not buf.any() for s in opt.state for buf in s.values())  # momentum, m, v, step: 0
     w = model.weights[0].detach()
     assert abs(w.std().item() - model.stds[0]) < 0.01 * model.stds[0]
     assert not torch.equal(w, init[0]) and not torch.equal(w[0], w[1])  # new draws, per run
     assert all((b == 0).all() for b in model.biases) and (model.ln_gains[0] == 1).all()
     assert (model.ln_biases[0] == 0).all()
+    if optimizer == "adam":  # the first step of a fresh Adam moves every entry by lr = 0.01
+        before = snapshot(model)
+        sgd_step(model, opt, seed=1)
+        for p, q in zip(model.parameters(), before, strict=True):
+            g = p.grad.abs()
+            assert torch.allclose((p.detach() - q).abs(), 0.01 * g / (g + 1e-8), atol=1e-7)
 
 
 @pytest.mark.parametrize(

@@ -144,3 +144,54 @@ def test_checkpointed_population_resumes_exactly(case, data_root):
     resumed.train_task()
     for r in range(len(cfgs)):
         _assert_same_run(straight, r, resumed, r)
+
+
+#: One setting (h = 10, plain SGD), every method: what a mixed population trains together.
+MIXED = [
+    ("base", {"seed": 0}),
+    ("l2", {"seed": 1, "l2_factor": 1e-3}),
+    ("shrink_perturb", {"seed": 2, "l2_factor": 1e-3, "noise_variance": 1e-4}),
+    ("l2_init", {"seed": 3, "l2_init_factor": 1e-2}),
+    ("cbp", {"seed": 4, "maturity_threshold": 3, "replacement_rate": 0.05}),
+    ("cbp", {"seed": 5, "maturity_threshold": 4, "replacement_rate": 0.1}),
+    ("cbp", {"seed": 6, "utility_average": "running", "maturity_threshold": 3, "replacement_rate": 0.05}),
+    ("redo", {"seed": 7, "reinit_frequency": 4, "dormant_threshold": 0.5}),
+    ("swr", {"seed": 8, "reinit_freq": 4, "reinit_factor": 0.01}),
+    ("swr", {"seed": 9, "reinit_freq": 3, "reinit_factor": 0.3, "pruning": "proportional", "reinit": "mean"}),
+    ("reset", {"seed": 10}),
+]
+
+
+def test_a_mixed_population_gives_every_method_its_solo_numbers(data_root):
+    """Runs of different methods train in one population; each method acts on its own runs only."""
+    from lop_core import config as cfg_module
+
+    cfgs = [_cfg(method, {}, run) for method, run in MIXED]
+    assert len({cfg_module.population_key(c) for c in cfgs}) == 1  # one setting, one population
+    pop = _train(cfgs, data_root, dtype=torch.float64)
+    assert len(pop.methods) == 10  # the two CBP variants are two blocks
+    for r, cfg in enumerate(cfgs):
+        alone = _train([cfg], data_root, dtype=torch.float64)
+        _assert_same_run(pop, r, alone, 0, torch.float64)
+        names = {m for (_, m, _, _) in pop.rows[r]}
+        assert ("reset_weights" in names) == (cfg.method in ("cbp", "redo", "swr", "reset")), cfg.method
+
+
+def test_a_mixed_population_needs_each_methods_runs_together(data_root):
+    cfgs = [_cfg(m, {}, run) for m, run in (MIXED[4], MIXED[0], MIXED[5])]
+    with pytest.raises(ValueError, match="next to each other"):
+        Population(cfgs, device="cpu", data_root=data_root)
+
+
+def test_a_mixed_population_resumes_exactly(data_root):
+    cfgs = [_cfg(method, {}, run) for method, run in MIXED]
+    straight = _train(cfgs, data_root, tasks=2)
+    first = _train(cfgs, data_root, tasks=1)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = Population(cfgs, device="cpu", data_root=data_root)
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.train_task()
+    for r in range(len(cfgs)):
+        assert straight.rows[r] == resumed.rows[r]  # the same process and kernels: bit for bit

@@ -226,3 +226,33 @@ def test_cbp_ranks_by_the_age_corrected_utility():
     _features(model, [1.0, 0.5])
     assert cbp.after_step(100)["reset_units"].tolist() == [1]
     assert cbp.born[0, 0].tolist() == [97, 100]
+
+
+def test_kaiming_uniform_init_and_redraws_follow_dohares_network():
+    """Dohare's init: U(-b, b), b = sqrt(2) sqrt(3 / fan_in) in the hidden layers, sqrt(3 / fan_in)
+    (the linear gain) at the output; CBP redraws a replaced unit's weights from the same law."""
+    import math
+
+    from lop_core import config
+    from lop_core.methods import METHODS
+    from lop_core.models import PopulationMLP
+    from lop_core.optim import SGDW
+
+    gens = [torch.Generator().manual_seed(0)]
+    model = PopulationMLP(gens, 300, 200, 2, 10, "relu", init="kaiming_uniform")
+    assert model.stds == pytest.approx([math.sqrt(6 / 300), math.sqrt(6 / 200), math.sqrt(3 / 200)])
+    for w, b in zip(model.weights, model.stds, strict=True):
+        assert w.abs().max() <= b and w.abs().max() > 0.99 * b  # uniform up to the bound
+        assert w.std().item() == pytest.approx(b / math.sqrt(3), rel=0.05)
+    opt = SGDW([p for _, p in model.parameter_groups()], [0.1], [0.0])
+    cfg = config.resolve("permuted_mnist", "smoke", method="cbp", width=200, depth=2)
+    cbp = METHODS["cbp"](model, opt, [cfg], [torch.Generator().manual_seed(1)])
+    mask = torch.zeros(1, 200, dtype=torch.bool)
+    mask[0, :100] = True
+    with torch.no_grad():
+        model.weights[0].zero_()
+    reset_units(cbp, 0, mask, [100])
+    fresh = model.weights[0][0, :100]
+    assert fresh.abs().max() <= model.stds[0] and fresh.abs().max() > 0.99 * model.stds[0]
+    assert fresh.std().item() == pytest.approx(model.stds[0] / math.sqrt(3), rel=0.05)
+    assert not model.weights[0][0, 100:].any()

@@ -5,11 +5,27 @@ from pathlib import Path
 
 import papermill
 import pytest
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from lop_core import runs
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted(REPO.glob("book/[0-9][0-9]_*.ipynb"))
+#: Seconds a cell may take before its kernel is taken for lost. nbclient can miss a kernel's reply
+#: and wait for ever (papermill issue 711): such a cell times out and the notebook runs once more.
+CELL_TIMEOUT = 600
+
+
+def _execute(source, out, **kwargs):
+    """``papermill.execute_notebook`` with a cell timeout, again once after a lost kernel."""
+    for attempt in (1, 2):
+        try:
+            return papermill.execute_notebook(
+                str(source), str(out), progress_bar=False, execution_timeout=CELL_TIMEOUT, **kwargs
+            )
+        except (CellTimeoutError, DeadKernelError):
+            if attempt == 2:
+                raise
 
 
 def _notebook_populations(sweeps):
@@ -80,13 +96,7 @@ def test_experiment_notebook_with_papermill_parameters(tmp_path, data_root):
         "runs_dir": str(tmp_path / "runs"),
         "data_root": str(data_root),
     }
-    papermill.execute_notebook(
-        str(REPO / "book/experiments/permuted_mnist.ipynb"),
-        str(out),
-        parameters=params,
-        progress_bar=False,
-        cwd=str(tmp_path),
-    )
+    _execute(REPO / "book/experiments/permuted_mnist.ipynb", out, parameters=params, cwd=str(tmp_path))
     made = sorted(
         p.name for p in (tmp_path / "runs" / "permuted_mnist").iterdir() if p.name != ".checkpoints"
     )
@@ -97,10 +107,9 @@ def test_experiment_notebook_with_papermill_parameters(tmp_path, data_root):
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_executes_on_smoke_runs(chapter, smoke_runs, tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("LOP_DATA", str(data_root))  # live demos read data; the kernel inherits it
-    papermill.execute_notebook(
-        str(chapter),
-        str(tmp_path / chapter.name),
-        progress_bar=False,
+    _execute(
+        chapter,
+        tmp_path / chapter.name,
         parameters={"preset": "smoke", "runs_dir": str(smoke_runs)},
         cwd=str(chapter.parent),
     )
@@ -108,9 +117,8 @@ def test_chapter_executes_on_smoke_runs(chapter, smoke_runs, tmp_path, data_root
 
 def test_chapter_without_runs_names_the_command(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="lop_core sweep a1 --preset smoke"):
-        papermill.execute_notebook(
-            str(CHAPTERS[0]),
-            str(tmp_path / "x.ipynb"),
-            progress_bar=False,
+        _execute(
+            CHAPTERS[0],
+            tmp_path / "x.ipynb",
             parameters={"preset": "smoke", "runs_dir": str(tmp_path / "empty")},
         )

@@ -87,7 +87,7 @@ def test_an_unreadable_checkpoint_is_refused_before_anything_is_written(tmp_path
     ckpt = runs.population_checkpoint(cfgs, tmp_path)
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"half a checkpoint")
-    with pytest.raises(RunError, match="unreadable.*delete it"):
+    with pytest.raises(RunError, match="is not a valid checkpoint.*delete it and run again"):
         experiment.run_or_load(cfgs, runs_dir=tmp_path, data_root=data_root, progress=False)
     assert not runs.run_path(cfgs[0], tmp_path).exists()
 
@@ -107,7 +107,7 @@ def test_a_checkpoint_is_loaded_with_weights_only(tmp_path, data_root):
     ckpt = runs.population_checkpoint(cfgs, tmp_path)
     ckpt.parent.mkdir(parents=True)
     torch.save({"population": Payload(tmp_path / "pwned"), "wall_s": 0.0}, ckpt)
-    with pytest.raises(RunError, match="unreadable"):
+    with pytest.raises(RunError, match="is not a valid checkpoint \\(UnpicklingError\\)"):
         experiment.run_or_load(cfgs, runs_dir=tmp_path, data_root=data_root, progress=False)
     assert not (tmp_path / "pwned").exists()
     assert not runs.run_path(cfgs[0], tmp_path).exists()

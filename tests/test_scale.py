@@ -11,7 +11,8 @@ SWEEP = """\
 benchmark: permuted_mnist
 seeds: {smoke: 0-1}
 entries:
-  - {method: [base, l2], width: 10, num_tasks: 2, examples_per_task: 300, l2_factor: 1.0e-3}
+  - {method: base, width: 10, num_tasks: 2, examples_per_task: 300}
+  - {method: l2, width: 12, num_tasks: 2, examples_per_task: 300, l2_factor: 1.0e-3}
 """
 
 
@@ -115,7 +116,8 @@ def test_status_counts_every_state(tmp_path, sweep_file, data_root, capsys):
     (partial / "config.json").write_text(json.dumps(base[1].to_dict()))
     diverged = runs.run_path(l2[0], tmp_path)
     diverged.mkdir(parents=True)
-    (diverged / "summary.json").write_text('{"status": "diverged", "diverged_step": 3}')
+    (diverged / "config.json").write_text(json.dumps(l2[0].to_dict()))  # what a diverged run has
+    runs.write_results(diverged, [], {"status": "diverged", "diverged_step": 3}, {"status": "diverged"})
     runs.finalize(diverged)
     with locks.locked([runs.run_path(l2[1], tmp_path)]):  # running
         assert main(["status", str(sweep_file), "--preset", "smoke", "--runs-dir", str(tmp_path)]) == 0
@@ -124,7 +126,7 @@ def test_status_counts_every_state(tmp_path, sweep_file, data_root, capsys):
     table = sweep.status([sweep_file], "smoke", tmp_path)
     assert list(table.population) == [
         "base width=10 num_tasks=2 examples_per_task=300",
-        "l2 width=10 num_tasks=2 examples_per_task=300",
+        "l2 width=12 num_tasks=2 examples_per_task=300",
     ]
     assert table[["done", "partial", "missing"]].values.tolist() == [[1, 1, 0], [0, 0, 1]]
     assert not locks.lock_path(partial).exists()  # status never leaves a lock behind
@@ -142,8 +144,10 @@ def test_an_entry_can_change_its_grid_at_one_preset(tmp_path):
     swr, base = sweep.expand(path, "smoke")
     assert [c.method_args["reinit_factor"] for c in swr] == [1e-3, 1e-2]
     assert {c.num_tasks for c in swr} == {4} and {c.num_tasks for c in base} == {2}
-    swr, base = sweep.expand(path, "quick")
+    (both,) = sweep.expand(path, "quick")  # one setting at quick: one population of both methods
+    swr = [c for c in both if c.method == "swr"]
     assert sorted({c.method_args["reinit_factor"] for c in swr}) == [1e-6, 1e-5, 1e-4] and len(swr) == 6
+    assert [c.method for c in both] == ["swr"] * 6 + ["base"] * 2
     path.write_text(path.read_text().replace("presets: {smoke: {reinit", "presets: {smok: {reinit"))
     with pytest.raises(sweep.ConfigError, match="unknown presets"):
         sweep.expand(path, "smoke")

@@ -104,8 +104,9 @@ class Method:
     def init_dist(self, index: int) -> tuple[float, float]:
         """(mean, std) of the initial normal distribution of parameter ``index``.
 
-        Weights of layer k: N(0, ``model.stds[k]``); biases and layer-norm biases: 0; layer-norm
-        gains: 1 (reference_code.md §1.4 and §2.2).
+        Weights of layer k: N(0, ``model.stds[k]``), or U(-b, b) with b = ``model.stds[k]`` for a
+        model with ``uniform_init`` (the spread is then the bound); biases and layer-norm biases:
+        0; layer-norm gains: 1 (reference_code.md §1.4 and §2.2).
         """
         kind, layer = self.slots[index]
         if kind == "weight":
@@ -119,11 +120,13 @@ class Method:
     def draw_init(self, run: int, index: int, count: int) -> torch.Tensor:
         """``count`` fresh values of parameter ``index``'s initial distribution for run ``run`` (CPU).
 
-        Here N(``init_dist(index)``); a model with other initial distributions (the ViT's uniform
-        ones) overrides this together with ``init_dist``.
+        Here N(``init_dist(index)``), or U(-b, b) for the weights of a model with ``uniform_init``;
+        a model with other initial distributions (the ViT's) overrides this with ``init_dist``.
         """
-        mean, std = self.init_dist(index)
-        return self.draw_normal(run, (count,), mean, std)
+        mean, spread = self.init_dist(index)
+        if self.slots[index][0] == "weight" and getattr(self.model, "uniform_init", False):
+            return torch.empty(count).uniform_(-spread, spread, generator=self.generators[run])
+        return self.draw_normal(run, (count,), mean, spread)
 
     def draw_normal(self, run: int, shape, mean: float, std: float) -> torch.Tensor:
         """N(mean, std) float32 values from run ``run``'s own generator, on the CPU.

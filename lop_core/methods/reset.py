@@ -13,7 +13,8 @@ class Reset(Method):
     Weights of layer k are drawn afresh from N(0, ``model.stds[k]``) with the run's own generator;
     biases and layer-norm biases are set to 0 and layer-norm gains to 1, the model's initial
     distributions. The optimizer state is then reset as ``state_reset`` says; its default
-    ``all`` empties it, so every task starts exactly like a new run (with other initial weights).
+    ``all`` zeroes all of it, so every task starts exactly like a new run (with other initial
+    weights).
 
     Hyperparameters: ``state_reset`` (``all``, ``moments`` or ``none``).
     """
@@ -37,9 +38,8 @@ class Reset(Method):
         for i, p in enumerate(self.params):
             mask = torch.ones_like(p, dtype=torch.bool)
             fill_masked(self, i, mask, [p[0].numel()] * self.num_runs)
-            if self.state_reset == "all":
-                self.optimizer.state[i].clear()  # an optimizer that has never stepped
-            else:
-                self.reset_optimizer_state(i, mask)
+            # ``all`` zeroes every state entry (Adam's step count too): the next step is exactly
+            # that of an optimizer that has never stepped
+            self.reset_optimizer_state(i, mask)
             everything.append(p[0].numel())
         return {"reset_weights": self.counts([sum(everything)] * self.num_runs, self.params[0])}

@@ -33,6 +33,19 @@ _KAIMING_GAIN = {
 }
 
 
+#: Initializations: ``kaiming_normal`` the SWR paper's code (every layer, the output included, with the
+#: activation's gain; reference_code.md §1.4); ``kaiming_uniform`` Dohare's ``deep_ffnn``
+#: (U(-b, b), b = gain * sqrt(3 / fan_in), the activation's gain in the hidden layers and the linear
+#: gain 1 at the output; peer_code.md §3.1).
+INITS = ("kaiming_normal", "kaiming_uniform")
+
+
+def init_bound(activation: str, fan_in: int, output: bool) -> float:
+    """Bound b of Dohare's Kaiming-uniform init U(-b, b): gain * sqrt(3 / fan_in), gain 1 at the output."""
+    gain = 1.0 if output else _KAIMING_GAIN.get(activation, 1.0)
+    return gain * math.sqrt(3.0 / fan_in)
+
+
 def init_std(activation: str, fan_in: int, fan_out: int) -> float:
     """Std of the reference's normal init (reference_code.md §1.4).
 
@@ -58,6 +71,8 @@ class PopulationMLP(nn.Module):
             layer's output is ``act(W y + b) + y``, y its input (layer norm, when on, comes after
             the sum), as in the reference's final runs.
         device: where the parameters live.
+        init: ``kaiming_normal`` (default, the SWR paper's code) or ``kaiming_uniform`` (Dohare's);
+            see ``INITS``. Resetting methods redraw weights from the same distribution.
 
     Attributes:
         features: after a forward pass, the post-activation output of every hidden layer (before
@@ -76,11 +91,15 @@ class PopulationMLP(nn.Module):
         layer_norm: bool = False,
         device="cpu",
         skip_connections: bool = False,
+        init: str = "kaiming_normal",
     ):
         super().__init__()
         known = sorted([*_ACTIVATIONS, *MLP_ONLY_ACTIVATIONS])
         if activation not in known:
             raise ValueError(f"unknown activation {activation!r}; choose one of {known}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of {list(INITS)}")
+        self.uniform_init = init == "kaiming_uniform"
         self.crelu = activation == "crelu"
         if self.crelu and width % 2:
             raise ValueError(f"crelu needs an even width (width/2 pre-activations per layer), got {width}")
@@ -95,12 +114,19 @@ class PopulationMLP(nn.Module):
         r = self.num_runs
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        self.stds: list[float] = []  # init std of each weight matrix (for reinitialization)
-        for fan_in, fan_out in zip(fans_in, rows, strict=True):
-            std = init_std(activation, fan_in, fan_out)
+        #: spread of each weight matrix's init, for reinitialization: the std of the normal init,
+        #: or the bound b of the uniform one (``uniform_init``)
+        self.stds: list[float] = []
+        for k, (fan_in, fan_out) in enumerate(zip(fans_in, rows, strict=True)):
             w = torch.empty(r, fan_out, fan_in)
-            for run, g in enumerate(generators):
-                w[run].normal_(0.0, std, generator=g)
+            if self.uniform_init:
+                std = init_bound(activation, fan_in, output=k == depth)
+                for run, g in enumerate(generators):
+                    w[run].uniform_(-std, std, generator=g)
+            else:
+                std = init_std(activation, fan_in, fan_out)
+                for run, g in enumerate(generators):
+                    w[run].normal_(0.0, std, generator=g)
             self.weights.append(nn.Parameter(w.to(device)))
             self.biases.append(nn.Parameter(torch.zeros(r, fan_out, device=device)))
             self.stds.append(std)
