@@ -316,6 +316,19 @@ def _field_defaults(benchmark: str) -> dict:
     return BENCHMARKS[benchmark]().to_dict() if benchmark in BENCHMARKS else {}
 
 
+def old_duplicates_dropped(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``metrics`` without the duplicate share of a run made before it was counted per layer.
+
+    Such a run holds one ``duplicate_fraction`` row per task, over all its layers' units at once
+    (a unit could "duplicate" one of another layer); the one definition now is per layer, averaged
+    (``metrics.layer_mean_duplicate_fraction``), so the old rows are left out rather than mixed in.
+    """
+    dup = metrics.metric == "duplicate_fraction"
+    if dup.any() and (metrics.layer[dup] == "all").all():
+        return metrics[~dup]
+    return metrics
+
+
 def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Tidy metrics and summaries of the finished runs of ``cfgs``.
 
@@ -348,7 +361,7 @@ def load(cfgs, runs_dir=None, command: str | None = None) -> tuple[pd.DataFrame,
         labels["run"] = path.name
         summary.setdefault("status", "done")
         if summary["status"] != "diverged":
-            frames.append(metrics.assign(**labels))
+            frames.append(old_duplicates_dropped(metrics).assign(**labels))
         rows.append({**labels, **summary})
     if not frames:  # every run diverged
         frames = [pd.DataFrame(columns=["task", "metric", "layer", "value", *LABELS, "run"])]

@@ -51,3 +51,17 @@ def test_method_note_names_the_cbp_variant_and_the_optimizer_state_setting():
         "optimizer state at resets: moments and step count zeroed (Dohare's AdamGnT)"
     )
     assert chapters.method_note(summaries.iloc[:1]) == ""
+
+
+def test_duplicate_shares_of_the_old_all_layers_definition_are_left_out():
+    from lop_core.runs import old_duplicates_dropped
+
+    def table(layers):
+        rows = [(0, "duplicate_fraction", layer, 0.1) for layer in layers] + [
+            (0, "online_accuracy", "all", 0.9)
+        ]
+        return pd.DataFrame(rows, columns=["task", "metric", "layer", "value"])
+
+    old, new = table(["all"]), table(["1", "2", "3", "all"])
+    assert list(old_duplicates_dropped(old).metric) == ["online_accuracy"]
+    assert len(old_duplicates_dropped(new)) == 5  # per layer and their mean: kept

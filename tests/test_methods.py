@@ -384,3 +384,29 @@ def test_permuted_mnist_defaults_are_the_swr_papers_code():
 def test_string_choices_must_be_shared_by_the_runs_of_a_population():
     with pytest.raises(ValueError, match="utility"):
         make("swr", [{"utility": "gradient"}, {"utility": "magnitude"}])
+
+
+@pytest.mark.parametrize("method", ["swr", "redo"])
+def test_state_reset_changes_nothing_under_plain_sgd(method, data_root):
+    """Plain SGD keeps no optimizer state, so ``state_reset`` cannot change a run: the runs made with
+    ``moments`` before the default became ``none`` are exactly the runs of the new default."""
+    from lop_core.train import Population
+
+    args = {
+        "swr": {"reinit_freq": 5, "reinit_factor": 0.5},
+        "redo": {"reinit_frequency": 5, "dormant_threshold": 0.5},
+    }
+    pops = []
+    for state_reset in ("none", "moments"):
+        cfg = config.resolve(
+            "permuted_mnist", "smoke", method=method, width=10, state_reset=state_reset, **args[method]
+        )
+        pop = Population([cfg], device="cpu", data_root=data_root)
+        pop.train_task()
+        pops.append(pop)
+    assert pops[0].rows == pops[1].rows and any(
+        m.startswith("reset_") and v > 0 for _, m, _, v in pops[0].rows[0]
+    )
+    assert all(
+        torch.equal(p, q) for p, q in zip(pops[0].model.parameters(), pops[1].model.parameters(), strict=True)
+    )
