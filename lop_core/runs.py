@@ -128,6 +128,7 @@ def base_meta(device: torch.device, population: int) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device_name(device),
+        "threads": torch.get_num_threads(),
         "population_size": population,
         # the sweep runner passes its own command line to the notebook kernels it starts
         "command": os.environ.get("LOP_COMMAND") or " ".join(sys.argv),

@@ -151,3 +151,18 @@ def test_an_entry_can_change_its_grid_at_one_preset(tmp_path):
     path.write_text(path.read_text().replace("presets: {smoke: {reinit", "presets: {smok: {reinit"))
     with pytest.raises(sweep.ConfigError, match="unknown presets"):
         sweep.expand(path, "smoke")
+
+
+def test_training_takes_the_free_cores_only(monkeypatch):
+    """With a core kept busy by another process, training takes one thread, not one per core."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    assert executors.free_cores() == 1 and executors.training_threads() == 1
+    assert executors.worker_envs(2, "cpu", gpus=[])[0]["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert executors.training_threads() == 2 and executors.training_threads(jobs=2) == 1
+    monkeypatch.setattr(executors.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert executors.training_threads() == 1  # never fewer than one
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert executors.training_threads() == 2  # the user's choice wins
