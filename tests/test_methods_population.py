@@ -130,10 +130,8 @@ def test_float32_population_matches_single_runs(case, data_root):
         _assert_same_run(pop, r, _train([cfg], data_root), 0)
 
 
-@pytest.mark.parametrize("case", ["cbp", "swr", "l2_init", "redo", "shrink_perturb", "cbp_instantaneous_ln"])
-def test_checkpointed_population_resumes_exactly(case, data_root):
-    method, shared, runs = CASES[case]
-    cfgs = [_cfg(method, shared, run) for run in runs]
+def _straight_and_resumed(cfgs, data_root):
+    """Two tasks straight, and one task, a checkpoint, a fresh population loading it, one more task."""
     straight = _train(cfgs, data_root, tasks=2)
     first = _train(cfgs, data_root, tasks=1)
     buffer = io.BytesIO()
@@ -142,6 +140,14 @@ def test_checkpointed_population_resumes_exactly(case, data_root):
     resumed = Population(cfgs, device="cpu", data_root=data_root)
     resumed.load_state_dict(torch.load(buffer, weights_only=False))
     resumed.train_task()
+    return straight, resumed
+
+
+@pytest.mark.parametrize("case", ["cbp", "swr", "l2_init", "redo", "shrink_perturb", "cbp_instantaneous_ln"])
+def test_checkpointed_population_resumes_exactly(case, data_root):
+    method, shared, runs = CASES[case]
+    cfgs = [_cfg(method, shared, run) for run in runs]
+    straight, resumed = _straight_and_resumed(cfgs, data_root)
     for r in range(len(cfgs)):
         _assert_same_run(straight, r, resumed, r)
 
@@ -185,13 +191,6 @@ def test_a_mixed_population_needs_each_methods_runs_together(data_root):
 
 def test_a_mixed_population_resumes_exactly(data_root):
     cfgs = [_cfg(method, {}, run) for method, run in MIXED]
-    straight = _train(cfgs, data_root, tasks=2)
-    first = _train(cfgs, data_root, tasks=1)
-    buffer = io.BytesIO()
-    torch.save(first.state_dict(), buffer)
-    buffer.seek(0)
-    resumed = Population(cfgs, device="cpu", data_root=data_root)
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
-    resumed.train_task()
+    straight, resumed = _straight_and_resumed(cfgs, data_root)
     for r in range(len(cfgs)):
         assert straight.rows[r] == resumed.rows[r]  # the same process and kernels: bit for bit
