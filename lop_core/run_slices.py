@@ -29,10 +29,6 @@ class _SliceModel:
         """The last forward pass's hidden features of these runs, each [runs, B, width]."""
         return [h[self._start : self._stop] for h in self._model.features]
 
-    @features.setter
-    def features(self, value) -> None:  # hand-made features in tests: the parent's own, sliced
-        raise AttributeError("set the parent model's features; a slice only reads them")
-
     def parameter_groups(self) -> list[tuple[str, torch.Tensor]]:
         out = [("weight", w) for w in self.weights] + [("bias", b) for b in self.biases]
         return out + [("ln_gain", g) for g in self.ln_gains] + [("ln_bias", b) for b in self.ln_biases]
