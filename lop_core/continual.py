@@ -5,7 +5,9 @@ Task t gives them a new pixel permutation or new random labels; the run trains `
 epochs on them (Adam, optional dropout and noise injection), then is measured in eval mode on
 the first ``probe_size`` images of the task (``measure``): frozen units per layer and how many
 stay frozen, the gradient that frozen and live units receive, duplicate units, ranks, weight
-magnitude, and the accuracy on the whole task. Runs of a population train one after another (a
+magnitude, the accuracy on the whole task and, for permuted tasks, the held-out accuracy: the
+10,000 MNIST test images under the task's permutation (``test_accuracy``; random labels have no
+held-out counterpart). Runs of a population train one after another (a
 CPU-sized benchmark); each run's randomness is its own, so a run computes the same alone.
 """
 
@@ -23,8 +25,11 @@ from lop_core.train import resolve_device
 class _Run:
     """One run: its images, model, optimizer and generators."""
 
-    def __init__(self, cfg, images: torch.Tensor, labels: torch.Tensor, device: torch.device):
+    def __init__(self, cfg, images: torch.Tensor, labels: torch.Tensor, device: torch.device, test=None):
         self.cfg = cfg
+        self.test = None  # held-out images [M, 784] and labels [M]
+        if test is not None:
+            self.test = (test[0].to(device=device, dtype=torch.float32).div_(255.0), test[1].to(device))
         pick = torch.randperm(len(images), generator=seeded_generator(cfg.seed, stream=1))
         pick = pick[: cfg.examples_per_task]
         self.x = images[pick].to(device=device, dtype=torch.float32).div_(255.0)  # [N, 784]
@@ -42,18 +47,18 @@ class _Run:
         self.frozen: torch.Tensor | None = None  # frozen units at the end of the previous task
         self.rows: list[tuple] = []
 
-    def new_task(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The task's inputs [N, 784] and labels [N]."""
+    def new_task(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The task's inputs [N, 784], labels [N] and pixel permutation (None for new labels)."""
         n = len(self.x)
         if self.cfg.task == "permuted":
             perm = torch.randperm(784, generator=self.tasks).to(self.x.device)
-            return self.x[:, perm], self.labels
-        return self.x, torch.randint(0, 10, (n,), generator=self.tasks).to(self.x.device)
+            return self.x[:, perm], self.labels, perm
+        return self.x, torch.randint(0, 10, (n,), generator=self.tasks).to(self.x.device), None
 
     def train_task(self, t: int) -> float:
         """Train on task ``t``, measure, and return the online (pre-update) accuracy of the task."""
         c = self.cfg
-        x, y = self.new_task()
+        x, y, perm = self.new_task()
         torch.manual_seed(c.seed * 1_000_003 + t)  # dropout masks: per run and task, resumable
         self.model.train()
         correct, seen = torch.zeros(()), 0
@@ -71,6 +76,12 @@ class _Run:
         online = float(correct) / seen
         self.record(t, "online_accuracy", "all", online)
         self.measure(t, x, y)
+        if perm is not None and self.test is not None:
+            self.model.eval()
+            with torch.no_grad():
+                held_out = (self.model(self.test[0][:, perm]).argmax(1) == self.test[1]).float().mean()
+            self.model.train()
+            self.record(t, "test_accuracy", "all", held_out)
         return online
 
     def record(self, task: int, metric: str, layer: str, value) -> None:
@@ -146,7 +157,8 @@ class ContinualMNIST:
         self.cfgs = list(cfgs)
         self.device = resolve_device(device)
         images, labels = load_mnist(data_root)
-        self.runs = [_Run(c, images, labels, self.device) for c in self.cfgs]
+        test = load_mnist(data_root, train=False)
+        self.runs = [_Run(c, images, labels, self.device, test) for c in self.cfgs]
         self.task = 0
         self.total = self.cfgs[0].num_tasks
 

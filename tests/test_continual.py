@@ -75,3 +75,31 @@ def test_resume_and_population_give_the_same_numbers(data_root, kw):
     resumed = ContinualMNIST([_cfg(1, **kw)], device="cpu", data_root=data_root)
     resumed.load_state_dict(first.state_dict())
     assert _finish(resumed).rows[0] == alone
+
+
+def test_held_out_accuracy_is_the_test_split_under_the_tasks_permutation(data_root):
+    import torch
+
+    from lop_core.data import load_mnist
+
+    trainer = ContinualMNIST([_cfg(num_tasks=2)], device="cpu", data_root=data_root)
+    run = trainer.runs[0]
+    perms = []
+    real_new_task = run.new_task
+
+    def remember():
+        x, y, perm = real_new_task()
+        perms.append(perm)
+        return x, y, perm
+
+    run.new_task = remember
+    _finish(trainer)
+    images, labels = load_mnist(data_root, train=False)
+    with torch.no_grad():
+        run.model.eval()
+        want = (run.model(images.float().div(255.0)[:, perms[-1]]).argmax(1) == labels).float().mean()
+    got = [v for t, m, _, v in trainer.rows[0] if m == "test_accuracy"]
+    assert len(got) == 2 and got[-1] == pytest.approx(float(want), abs=1e-6)
+    assert len(labels) == 10_000 and not torch.equal(perms[0], perms[1])
+    shuffled = _finish(ContinualMNIST([_cfg(task="shuffled_labels")], device="cpu", data_root=data_root))
+    assert not [m for _, m, _, _ in shuffled.rows[0] if m == "test_accuracy"]
