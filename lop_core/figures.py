@@ -168,21 +168,32 @@ def ranking(table: pd.DataFrame, column: str = "late") -> str:
 def contrast(table: pd.DataFrame, first, second, column: str = "late") -> dict:
     """Compare the best of methods ``first`` with the best of methods ``second`` on ``column``.
 
+    The book's one rule (``lop_core.verdicts``): the difference counts when beyond twice its
+    standard error, from the two methods' standard errors over runs.
+
     Returns:
         ``best_first``, ``best_second`` (method names), ``diff`` (best first minus best second),
-        ``se`` (standard error of that difference, from the two methods' standard errors) and
-        ``verdict``: "above", "below" or "level" (within twice the standard error).
+        ``se`` (standard error of that difference; 0 for single runs) and ``verdict``: "above",
+        "below" or "level" (within twice the standard error, or too few runs to tell).
     """
+    from lop_core.verdicts import Comparison
+
     a = table.loc[[m for m in first if m in table.index], column]
     b = table.loc[[m for m in second if m in table.index], column]
     if a.empty or b.empty:
         raise KeyError(f"need runs of one of {list(first)} and of {list(second)}; have {list(table.index)}")
     best_a, best_b = a.idxmax(), b.idxmax()
-    diff = float(a.max() - b.max())
     se = float(np.hypot(table.loc[best_a, f"{column}_se"], table.loc[best_b, f"{column}_se"]))
-    se = 0.0 if np.isnan(se) else se  # one seed: no error estimate
-    verdict = "above" if diff > 2 * se else "below" if diff < -2 * se else "level"
-    return {"best_first": best_a, "best_second": best_b, "diff": diff, "se": se, "verdict": verdict}
+    runs = (int(table.loc[best_a, "runs"]), int(table.loc[best_b, "runs"])) if "runs" in table else (2, 2)
+    c = Comparison(float(a.max() - b.max()), se, runs)
+    verdict = c.outcome if c.outcome in ("above", "below") else "level"
+    return {
+        "best_first": best_a,
+        "best_second": best_b,
+        "diff": c.diff,
+        "se": 0.0 if np.isnan(se) else se,
+        "verdict": verdict,
+    }
 
 
 def peak_drop(metrics: pd.DataFrame) -> pd.DataFrame:

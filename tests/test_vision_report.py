@@ -37,8 +37,16 @@ def test_method_table_and_compare():
     table = report.method_table(report.by_task(_rows(), 2))
     assert list(table.index) == ["base", "reset"] and table.runs.tolist() == [2, 2]
     assert round(table.loc["reset", "mean"], 6) == 0.65
-    assert report.compare(0.5, 0.6) == "below" and report.compare(0.6, 0.5) == "above"
-    assert report.compare(0.5, 0.503) == "level with"
+    tasks = report.by_task(_rows(), 2)
+    base = report.end_values(tasks, "best_test_accuracy", "base")
+    reset = report.end_values(tasks, "best_test_accuracy", "reset")
+    assert len(base) == 2 and list(base.index) != list(reset.index)
+    assert (
+        report.compare([0.5, 0.52], [0.6, 0.61]) == "below"
+        and report.compare([0.6, 0.61], [0.5, 0.52]) == "above"
+    )
+    assert report.compare([0.5, 0.52], [0.51, 0.515]) == "level with"  # within 2 SE
+    assert report.compare([0.5], [0.6, 0.61]) == "level with"  # one run: no error estimate
 
 
 def test_steps_and_notes_name_the_data_and_the_scale():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lop_core import chapters, runs
+from lop_core import chapters, runs, verdicts
 from lop_core.figures import methods_in
 from lop_core.plotting import LABELS
 from lop_core.sweep import expand
@@ -85,11 +85,17 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def compare(a: float, b: float, tolerance: float = 0.005) -> str:
-    """``a`` relative to ``b`` in words: "above", "below" or "level with" (within ``tolerance``)."""
-    if abs(a - b) <= tolerance:
-        return "level with"
-    return "above" if a > b else "below"
+def end_values(frame: pd.DataFrame, metric: str, value: str, layer: str = "all", column: str = "method"):
+    """Per run whose ``column`` is ``value``: ``metric`` at the last task (or epoch) of ``frame``."""
+    rows = frame[(frame.metric == metric) & (frame[column] == value) & (frame.layer == layer)]
+    return rows[rows.task == rows.task.max()].set_index("run").value
+
+
+def compare(a, b) -> str:
+    """Per-run values ``a`` against ``b`` in words, by the book's rule (``lop_core.verdicts.compare``):
+    "above", "below", or "level with" (within twice the standard error, or too few runs to tell)."""
+    outcome = verdicts.compare(a, b).outcome
+    return outcome if outcome in ("above", "below") else "level with"
 
 
 def steps_per_run(cfg) -> int:
