@@ -47,6 +47,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between population checkpoints, taken at task boundaries (default 300)",
     )
+    p.add_argument(
+        "--land-progress",
+        action="store_true",
+        help="write checkpoints to runs/<benchmark>/progress/ (compressed, for git) so that an "
+        "unfinished sweep can be committed and resumed from a fresh clone",
+    )
 
 
 def _scale(p: argparse.ArgumentParser) -> None:
@@ -235,7 +241,10 @@ def _train(populations, args) -> int:
         compile=args.compile,
         progress=not args.no_progress,
         checkpoint_every=checkpoint_interval(args.checkpoint_every),
+        land_progress=args.land_progress,
     )
+    if args.land_progress and args.notebook:
+        raise config.ConfigError("--land-progress and --notebook do not go together; drop one")
     total = sum(len(p) for p in populations)
     populations, corrupt = _drop_corrupt(populations, args.runs_dir)
     paths = [run_path(c, args.runs_dir) for cfgs in populations for c in cfgs]

@@ -48,6 +48,7 @@ class TrainOptions:
         compile: capture the training step with ``torch.compile``.
         progress: tqdm bars.
         checkpoint_every: seconds between population checkpoints (None: the default).
+        land_progress: checkpoints in ``runs/<benchmark>/progress/``, to commit (``lop_core.progress``).
     """
 
     runs_dir: str | None = None
@@ -57,6 +58,7 @@ class TrainOptions:
     compile: bool = False
     progress: bool = True
     checkpoint_every: float | None = None
+    land_progress: bool = False
 
 
 def train_population(cfgs, opts: TrainOptions, bar_position: int | None = None) -> None:
@@ -78,6 +80,7 @@ def train_population(cfgs, opts: TrainOptions, bar_position: int | None = None) 
         progress=opts.progress,
         checkpoint_every=opts.checkpoint_every,
         compile=opts.compile,
+        land_progress=opts.land_progress,
         bar_position=bar_position,
     )
 

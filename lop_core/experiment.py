@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from lop_core import locks, runs
+from lop_core import progress as progress_store
 from lop_core.errors import ConfigError, RunError
 
 #: The trainer class of each benchmark, as ``module:Class``. A trainer takes
@@ -93,6 +94,7 @@ def run_or_load(
     checkpoint_every: float | None = None,
     compile: bool = False,
     bar_position: int | None = None,
+    land_progress: bool = False,
 ) -> pd.DataFrame:
     """Make sure every run of ``cfgs`` exists in the store, training what is missing.
 
@@ -115,6 +117,9 @@ def run_or_load(
         checkpoint_every: seconds between checkpoints (default: see ``checkpoint_interval``).
         compile: capture the training step with ``torch.compile`` (see ``train.Population``).
         bar_position: line of the progress bar (set by the sweep runners, one line per worker).
+        land_progress: write the checkpoints to ``runs/<benchmark>/progress/`` (compressed, tracked
+            by git) instead of the machine-local ``.checkpoints/``, so that the progress can be
+            committed and resumed from a fresh clone (``lop_core.progress``).
 
     Returns:
         One row per run: its config labels and ``summary.json``.
@@ -133,13 +138,24 @@ def run_or_load(
             todo = [c for c in todo if not runs.is_done(runs.run_path(c, runs_dir))]  # done meanwhile?
             # killed while its runs were being finalized: resume the whole population from its
             # checkpoint (a population of the rest would give them the same numbers only up to rounding)
-            if todo and len(todo) < len(cfgs) and runs.population_checkpoint(cfgs, runs_dir).is_file():
+            if todo and len(todo) < len(cfgs) and progress_store.has_checkpoint(cfgs, runs_dir):
                 todo = cfgs
             if todo:
                 _drop_leftovers(todo, runs_dir)
-                _train(todo, runs_dir, device, data_root, progress, finalize, every, compile, bar_position)
+                _train(
+                    todo,
+                    runs_dir,
+                    device,
+                    data_root,
+                    progress,
+                    finalize,
+                    every,
+                    compile,
+                    bar_position,
+                    land_progress,
+                )
     else:  # all done: a kill between the last DONE and the checkpoint's deletion left it behind
-        runs.remove_checkpoint(runs.population_checkpoint(cfgs, runs_dir))
+        progress_store.remove_checkpoints(cfgs, runs_dir)
     for path in paths:
         if runs.is_done(path):  # a holder killed after finishing it left its lock file
             locks.remove_stale(path)
@@ -155,8 +171,11 @@ def _drop_leftovers(todo, runs_dir) -> None:
     population checkpoint: with their runs locked here, no other process writes them."""
     for c in todo:
         runs.remove_temporaries(runs.run_path(c, runs_dir))
-    ckpt = runs.population_checkpoint(todo, runs_dir)
-    runs.remove_temporaries(ckpt.parent, ckpt.name)
+    for ckpt in (
+        progress_store.population_checkpoint(todo, runs_dir),
+        progress_store.landed_checkpoint(todo, runs_dir),
+    ):
+        runs.remove_temporaries(ckpt.parent, ckpt.name)
 
 
 def _check_fit(pop, cfgs, ckpt) -> None:
@@ -176,16 +195,19 @@ def _diverged(pop) -> list:
     return list(getattr(pop, "diverged", None) or [None] * len(pop.rows))
 
 
-def _train(cfgs, runs_dir, device, data_root, progress, finalize, checkpoint_every, compile, bar_position):
+def _train(
+    cfgs, runs_dir, device, data_root, progress, finalize, checkpoint_every, compile, bar_position, land=False
+):
     """Train the population ``cfgs``, writing the folders of its runs that are not done yet."""
     pop = make_trainer(cfgs, device=device, data_root=data_root, compile=compile)
     paths = [runs.run_path(c, runs_dir) for c in cfgs]
     fresh = [r for r, path in enumerate(paths) if not runs.is_done(path)]
-    ckpt = runs.population_checkpoint(cfgs, runs_dir)
     meta = runs.base_meta(pop.device, len(cfgs))
     meta["compiled"] = compile
     wall_before = 0.0
-    state = runs.load_checkpoint(ckpt, pop.device)
+    state, ckpt = progress_store.latest_checkpoint(cfgs, runs_dir, pop.device)
+    where = progress_store.landed_checkpoint if land else progress_store.population_checkpoint
+    save_to = where(cfgs, runs_dir)
     if state is not None:
         try:
             pop.load_state_dict(state["population"])
@@ -220,7 +242,7 @@ def _train(cfgs, runs_dir, device, data_root, progress, finalize, checkpoint_eve
             bar.update(1)
             if pop.task < total and time.time() - last_save >= checkpoint_every:
                 state = {"population": pop.state_dict(), "wall_s": wall_before + time.time() - start}
-                runs.save_checkpoint(ckpt, state)
+                progress_store.save_checkpoint(save_to, state)
                 last_save = time.time()
     wall = wall_before + time.time() - start
     meta.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_s=round(wall, 2))
@@ -235,4 +257,4 @@ def _train(cfgs, runs_dir, device, data_root, progress, finalize, checkpoint_eve
     if finalize:  # else the caller finalizes, then removes the checkpoint (notebooks.execute_population)
         for r in fresh:
             runs.finalize(paths[r])
-        runs.remove_checkpoint(ckpt)
+        progress_store.remove_checkpoints(cfgs, runs_dir)

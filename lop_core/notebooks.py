@@ -9,7 +9,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from lop_core import locks, runs
+from lop_core import locks, progress, runs
 from lop_core.config import default_config
 
 EXPERIMENTS = runs.REPO / "book" / "experiments"
@@ -83,7 +83,7 @@ def execute_population(
             for path in todo:
                 runs.write_atomic(path / "notebook.ipynb", executed)
                 runs.finalize(path)
-            runs.remove_checkpoint(runs.population_checkpoint(group, runs_dir))
+            progress.remove_checkpoints(group, runs_dir)
 
 
 def _execute(group, runs_dir, device, data_root, compile) -> str:

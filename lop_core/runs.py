@@ -4,7 +4,8 @@ A run folder holds ``config.json`` (resolved), ``meta.json`` (versions, device, 
 status), ``metrics.csv.gz`` (tidy: one row per task x metric x layer), ``summary.json``
 (headline numbers), the executed notebook when papermill made it, and ``DONE``, written last. A
 folder without ``DONE`` is incomplete: it is resumed by experiments and never read by chapters.
-Population checkpoints and run locks live in ``runs/<benchmark>/.checkpoints/`` (git-ignored);
+Population checkpoints (``lop_core.progress``) and run locks live in
+``runs/<benchmark>/.checkpoints/`` (git-ignored), or, landed, in ``runs/<benchmark>/progress/``;
 checkpoints are deleted once every run of the population is done, locks when their holder exits;
 what a killed process left (temporary files, a finished run's lock file) goes when its runs resume.
 A run that diverged (a non-finite loss) is finished too: its ``summary.json`` says
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -150,44 +150,6 @@ def write_results(path: Path, rows: list[tuple], summary: dict, meta: dict) -> N
 def finalize(path: Path) -> None:
     """Mark a run complete; ``DONE`` is always the last file written."""
     write_atomic(path / "DONE", "")
-
-
-def population_checkpoint(cfgs, runs_dir=None) -> Path:
-    """Where the population of ``cfgs`` keeps its resume state."""
-    key = hashlib.sha1("|".join(run_name(c) for c in cfgs).encode()).hexdigest()[:12]
-    return benchmark_dir(cfgs[0].benchmark, runs_dir) / ".checkpoints" / f"{key}.pt"
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write a resume state atomically (a kill mid-write leaves the previous checkpoint intact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    write_atomic(path, buf.getvalue())
-
-
-def load_checkpoint(path: Path, device) -> dict | None:
-    """The resume state at ``path`` (tensors and plain containers only: ``weights_only=True``), or None.
-
-    Raises:
-        RunError: the file is unreadable, or holds anything but tensors and plain values.
-    """
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError ... variously
-        # torch's own text is left out: it ends on advice to load with weights_only=False
-        raise RunError(
-            f"{path} is not a valid checkpoint ({type(err).__name__}); delete it and run again"
-        ) from None
-
-
-def remove_checkpoint(path: Path) -> None:
-    """Delete a population checkpoint and the temporary files of writes a kill interrupted."""
-    if path.exists():  # no write at all when there is none (a read-only store)
-        path.unlink(missing_ok=True)
-    remove_temporaries(path.parent, path.name)
 
 
 #: What ``run_state`` can say about a run.

@@ -164,13 +164,19 @@ def status(names, preset: str, runs_dir=None) -> pd.DataFrame:
     """How many runs of every population of the sweeps ``names`` are in each state.
 
     Returns:
-        One row per population: ``sweep``, ``population`` (``describe``), ``runs`` and a count
-        per state of ``runs.STATES`` (done, diverged, running, partial, missing, corrupt).
+        One row per population: ``sweep``, ``population`` (``describe``), ``runs``, a count per
+        state of ``runs.STATES`` (done, diverged, running, partial, missing, corrupt) and
+        ``progress``: how far its checkpoint has got, for an unfinished population that has one
+        (``lop_core.progress.progress_note``).
     """
+    from lop_core.progress import progress_note
+
     rows = []
     for name in names:
         for cfgs in expand(name, preset):
             counts = Counter(runs.run_state(runs.run_path(c, runs_dir)) for c in cfgs)
             row = {"sweep": Path(str(name)).stem, "population": describe(cfgs), "runs": len(cfgs)}
-            rows.append(row | {state: counts.get(state, 0) for state in runs.STATES})
+            row |= {state: counts.get(state, 0) for state in runs.STATES}
+            unfinished = [c for c in cfgs if not runs.is_done(runs.run_path(c, runs_dir))]
+            rows.append(row | {"progress": progress_note(unfinished, runs_dir) if unfinished else ""})
     return pd.DataFrame(rows)

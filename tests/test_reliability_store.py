@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from lop_core import experiment, locks, notebooks, runs, sweep
+from lop_core import experiment, locks, notebooks, progress, runs, sweep
 from lop_core.cli import main
 from lop_core.errors import RunError
 
@@ -174,7 +174,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 def test_a_resumed_run_drops_the_temporary_files_of_a_killed_process(tmp_path, data_root):
     cfgs = sweep.expand(_write(tmp_path), "smoke")[0]
     folder = runs.run_path(cfgs[0], tmp_path / "runs")
-    ckpt = runs.population_checkpoint(cfgs, tmp_path / "runs")
+    ckpt = progress.population_checkpoint(cfgs, tmp_path / "runs")
     folder.mkdir(parents=True)
     ckpt.parent.mkdir()
     for stale in (
@@ -212,7 +212,7 @@ def _write(tmp_path, num_tasks=1):
 
 def test_an_unreadable_checkpoint_has_the_tools_own_words(tmp_path, data_root):
     cfgs = sweep.expand(_write(tmp_path), "smoke")[0]
-    ckpt = runs.population_checkpoint(cfgs, tmp_path)
+    ckpt = progress.population_checkpoint(cfgs, tmp_path)
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(os.urandom(5000))
     with pytest.raises(RunError) as err:
@@ -225,12 +225,12 @@ def real_checkpoint(tmp_path, data_root, monkeypatch):
     """A population's checkpoint after its first task, with its runs not done yet."""
     cfgs = sweep.expand(_write(tmp_path, num_tasks=3), "smoke")[0]
     kw = {"runs_dir": tmp_path / "runs", "data_root": data_root, "progress": False, "checkpoint_every": 0}
-    monkeypatch.setattr(runs, "remove_checkpoint", lambda path: None)
+    monkeypatch.setattr(progress, "remove_checkpoint", lambda path: None)
     experiment.run_or_load(cfgs, **kw)
     monkeypatch.undo()
     for c in cfgs:
         shutil.rmtree(runs.run_path(c, tmp_path / "runs"))
-    ckpt = runs.population_checkpoint(cfgs, tmp_path / "runs")
+    ckpt = progress.population_checkpoint(cfgs, tmp_path / "runs")
     return cfgs, ckpt, kw
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lop_core import config, experiment, runs
+from lop_core import config, experiment, progress, runs
 from lop_core.errors import RunError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_numbers(tmp_path, data_ro
 
 def test_an_unreadable_checkpoint_is_refused_before_anything_is_written(tmp_path, data_root):
     cfgs = _cfgs([0])
-    ckpt = runs.population_checkpoint(cfgs, tmp_path)
+    ckpt = progress.population_checkpoint(cfgs, tmp_path)
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"half a checkpoint")
     with pytest.raises(RunError, match="is not a valid checkpoint.*delete it and run again"):
@@ -104,7 +104,7 @@ class Payload:
 
 def test_a_checkpoint_is_loaded_with_weights_only(tmp_path, data_root):
     cfgs = _cfgs([0])
-    ckpt = runs.population_checkpoint(cfgs, tmp_path)
+    ckpt = progress.population_checkpoint(cfgs, tmp_path)
     ckpt.parent.mkdir(parents=True)
     torch.save({"population": Payload(tmp_path / "pwned"), "wall_s": 0.0}, ckpt)
     with pytest.raises(RunError, match="is not a valid checkpoint \\(UnpicklingError\\)"):
@@ -115,8 +115,8 @@ def test_a_checkpoint_is_loaded_with_weights_only(tmp_path, data_root):
 
 def test_a_checkpoint_of_other_runs_is_refused(tmp_path, data_root):
     cfgs = _cfgs([0, 1])
-    ckpt = runs.population_checkpoint(cfgs, tmp_path)
-    runs.save_checkpoint(ckpt, {"population": {"task": 1}, "wall_s": 1.0})
+    ckpt = progress.population_checkpoint(cfgs, tmp_path)
+    progress.save_checkpoint(ckpt, {"population": {"task": 1}, "wall_s": 1.0})
     with pytest.raises(RunError, match="does not fit"):
         experiment.run_or_load(cfgs, runs_dir=tmp_path, data_root=data_root, progress=False)
 
