@@ -55,7 +55,7 @@ def pack_rows(obj):
     """``obj`` with every list of metric rows ``(task, metric, layer, value)`` packed into tensors.
 
     A list of 100,000 rows pickles to megabytes of small objects; packed it is four tensors (task
-    int64, metric and layer codes, value float64, so that it unpacks to exactly the same floats)
+    int32, metric and layer codes int16, value float64, so that it unpacks to exactly the same floats)
     and the two lists of names. Everything else is returned as it is, recursively.
     """
     if isinstance(obj, dict):
@@ -66,9 +66,9 @@ def pack_rows(obj):
         m, lay = {n: i for i, n in enumerate(metrics)}, {n: i for i, n in enumerate(layers)}
         return {
             _ROWS: True,
-            "task": torch.tensor([r[0] for r in obj], dtype=torch.int64),
-            "metric": torch.tensor([m[r[1]] for r in obj], dtype=torch.int32),
-            "layer": torch.tensor([lay[r[2]] for r in obj], dtype=torch.int32),
+            "task": torch.tensor([r[0] for r in obj], dtype=torch.int32),
+            "metric": torch.tensor([m[r[1]] for r in obj], dtype=torch.int16),
+            "layer": torch.tensor([lay[r[2]] for r in obj], dtype=torch.int16),
             "value": torch.tensor([r[3] for r in obj], dtype=torch.float64),
             "metrics": metrics,
             "layers": layers,
