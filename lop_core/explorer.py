@@ -102,6 +102,22 @@ def plot(cat: pd.DataFrame, setting: str, variants, metric: str, ax, layer: str 
     return ax
 
 
+def top_variants(cat: pd.DataFrame, setting: str, k: int = 5) -> list[str]:
+    """The ``k`` variants of ``setting`` with the highest online accuracy over the last tenth of
+    the tasks (mean over their seeds), best first, and plain SGD after them when it is not among
+    them: a readable static figure where a setting holds dozens of variants."""
+    chosen = cat[cat.setting == setting]
+    if chosen.empty:
+        raise ValueError(f"no finished runs in setting {setting!r}")
+    metrics = load(chosen)
+    late = figures.late_values(metrics, "online_accuracy")
+    variant = metrics.groupby("run").method.first()
+    by_variant = late.groupby(variant.reindex(late.index)).mean().sort_values(ascending=False)
+    top = list(by_variant.index[:k])
+    base = LABELS["base"]
+    return top + [base] if base in by_variant.index and base not in top else top
+
+
 def metrics_of(cat: pd.DataFrame) -> list[str]:
     """The metrics recorded by the first run of ``cat`` (every run records the same ones)."""
     if cat.empty:

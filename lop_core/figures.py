@@ -147,7 +147,7 @@ def method_table(metrics: pd.DataFrame) -> pd.DataFrame:
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """``method_table`` as strings for a chapter (accuracy as mean ± SE, 4 decimals)."""
     out = pd.DataFrame(index=[LABELS.get(m, m) for m in table.index])
-    out.index.name = "method"
+    out.columns.name = "method"  # in the header row (an index name would add a row of its own)
     out["runs"] = table.runs.to_numpy()
     out["first task"] = [f"{v:.3f}" for v in table["first"]]
     out["mean over tasks"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(table["mean"], table.mean_se, strict=True)]

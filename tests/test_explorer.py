@@ -12,13 +12,13 @@ import pytest  # noqa: E402
 from lop_core import config, explorer, runs  # noqa: E402
 
 
-def _fake_run(store, seed, method="base", done=True, summary="{}", **overrides):
+def _fake_run(store, seed, method="base", done=True, summary="{}", level=0.9, **overrides):
     cfg = config.resolve("permuted_mnist", "smoke", seed=seed, method=method, **overrides)
     path = runs.run_path(cfg, store)
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(cfg.to_dict()))
     (path / "summary.json").write_text(summary)
-    rows = [(t, "online_accuracy", "all", 0.9 - 0.1 * t + 0.01 * seed) for t in range(3)]
+    rows = [(t, "online_accuracy", "all", level - 0.1 * t + 0.01 * seed) for t in range(3)]
     rows += [(t, "threshold_rank", "3", 50.0 - t) for t in range(3)]
     pd.DataFrame(rows, columns=["task", "metric", "layer", "value"]).to_csv(
         path / "metrics.csv.gz", index=False
@@ -77,6 +77,18 @@ def test_plot_averages_seeds_per_variant_and_falls_back_to_the_recorded_layer(st
     with pytest.raises(ValueError, match="no finished runs"):
         explorer.plot(cat, setting, ["SWR"], "online_accuracy", ax)
     plt.close("all")
+
+
+def test_top_variants_rank_by_late_accuracy_and_keep_plain_sgd(tmp_path):
+    _fake_run(tmp_path, 0)
+    _fake_run(tmp_path, 0, "cbp", level=0.95, maturity_threshold=5)
+    _fake_run(tmp_path, 0, "redo", level=0.99)
+    cat = explorer.catalog(tmp_path)
+    setting = cat.setting.iloc[0]
+    assert explorer.top_variants(cat, setting, k=1) == ["ReDo", "SGD (base)"]
+    assert explorer.top_variants(cat, setting, k=3) == ["ReDo", "CBP (maturity_threshold=5)", "SGD (base)"]
+    with pytest.raises(ValueError, match="no finished runs"):
+        explorer.top_variants(cat, "nowhere")
 
 
 def test_widget_offers_the_settings_and_methods(store):

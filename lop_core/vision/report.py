@@ -77,7 +77,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         return f"{m:.3f}" if pd.isna(se) else f"{m:.3f} ± {se:.3f}"
 
     out = pd.DataFrame(index=[LABELS.get(m, m) for m in table.index])
-    out.index.name = "method"
+    out.columns.name = "method"  # in the header row (an index name would add a row of its own)
     out["runs"] = table.runs.to_numpy()
     out["first task"] = [f"{v:.3f}" for v in table["first"]]
     out["mean over tasks"] = [cell(m, s) for m, s in zip(table["mean"], table.mean_se, strict=True)]
