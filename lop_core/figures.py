@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from lop_core.plotting import LABELS, METHOD_ORDER, PALETTE, method_palette
+from lop_core.plotting import LABELS, METHOD_ORDER, colours
 
 #: Readable names of the recorded metrics (axis labels).
 METRIC_LABELS = {
@@ -69,11 +69,7 @@ def curves(metrics: pd.DataFrame, metric: str, ax, layer: str = "all", legend: b
         y="value",
         hue="method",
         hue_order=[LABELS.get(m, m) for m in order],
-        palette=(
-            {LABELS.get(m, m): c for m, c in method_palette(order).items()}
-            if all(m in PALETTE for m in order)
-            else sns.color_palette("colorblind", len(order))  # variants (explorer): distinct colours
-        ),
+        palette=colours([LABELS.get(m, m) for m in order]),  # one colour per method book-wide
         errorbar="se",
         ax=ax,
         **kwargs,

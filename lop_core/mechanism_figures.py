@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from lop_core.figures import late_values, metric_frame
+from lop_core.plotting import colours
 
 ACTIVATION_NAMES = {"relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
 NORM_NAMES = {"batch": "batch norm", "layer": "layer norm"}
@@ -58,7 +59,7 @@ def curves(frame: pd.DataFrame, metric: str, ax, layer: str = "all", order=None,
         y="value",
         hue="setting",
         hue_order=order,
-        palette=dict(zip(order, sns.color_palette("colorblind", len(order)), strict=True)),
+        palette=colours(order),
         errorbar="se",
         ax=ax,
         **kwargs,

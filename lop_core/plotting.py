@@ -25,6 +25,53 @@ LABELS = {
 }
 
 
+#: Fixed colours of the other things the book's figures tell apart (activations, optimizers,
+#: settings, systems), so that a colour means one thing in every chapter. Plain SGD / ReLU / the
+#: warm start without a remedy take SGD's blue; CBP systems CBP's purple.
+_C = _COLOURS
+NAMED = {
+    # optimizers and systems (chapters on optimizers and on online permuted MNIST)
+    "SGD": PALETTE["base"],
+    "SGD + CBP": PALETTE["cbp"],
+    "SGD, momentum 0.9": _C[9],
+    "Adam": _C[8],
+    "Adam + CBP": _C[6],
+    # activations (relu is the default network: SGD's blue)
+    "relu": PALETTE["base"],
+    "ReLU": PALETTE["base"],
+    "leaky_relu": _C[1],
+    "tanh": _C[2],
+    "sigmoid": _C[3],
+    "gelu": _C[4],
+    "silu": _C[5],
+    "crelu": _C[6],
+    "relu + skip": _C[7],
+    # continual MNIST settings (ReLU variants) and warm starting
+    "ReLU + batch norm": _C[9],
+    "ReLU + layer norm": _C[8],
+    "ReLU + dropout 0.1": _C[5],
+    "ReLU + noise 0.01": _C[7],
+    "fresh": PALETTE["reset"],
+    "warm": PALETTE["base"],
+    "shrink & perturb (λ=0.4, σ=0.1)": PALETTE["shrink_perturb"],
+    "perturb σ = 0": PALETTE["base"],  # the warm start
+    "perturb σ = 0.1": PALETTE["shrink_perturb"],
+}
+
+
+def colours(labels) -> dict:
+    """A colour for every label: the method's (``PALETTE``, by name or readable label), else its
+    fixed colour (``NAMED``), else the palette's colours not yet taken, in order."""
+    by_label = {LABELS[m]: c for m, c in PALETTE.items()}
+    out = {}
+    for label in labels:
+        out[label] = PALETTE.get(label) or by_label.get(label) or NAMED.get(label)
+    spare = [c for c in [*_COLOURS, *sns.color_palette("dark", 10)] if c not in out.values()]
+    for label in [lab for lab, c in out.items() if c is None]:
+        out[label] = spare.pop(0) if spare else (0.5, 0.5, 0.5)
+    return out
+
+
 def set_theme() -> None:
     """The book's seaborn theme."""
     sns.set_theme(

@@ -191,3 +191,13 @@ def test_sensitivity_averages_tasks_per_run_then_seeds_per_cell():
     assert ax.get_xscale() == "log"
     assert ax.get_legend_handles_labels()[1] == ["reinit freq 512", "reinit freq 2048"]
     plt.close(fig)
+
+
+def test_colours_are_fixed_book_wide_and_distinct_within_a_figure():
+    from lop_core import plotting
+
+    one = plotting.colours(["SGD (base)", "CBP", "tanh", "something new", "another"])
+    two = plotting.colours(["tanh", "base", "something new"])
+    assert one["SGD (base)"] == two["base"] == plotting.PALETTE["base"] == plotting.colours(["SGD"])["SGD"]
+    assert one["CBP"] == plotting.PALETTE["cbp"] and one["tanh"] == two["tanh"]
+    assert len(set(one.values())) == len(one)  # new labels take colours no other label of the figure has
