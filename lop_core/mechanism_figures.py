@@ -12,9 +12,8 @@ import pandas as pd
 import seaborn as sns
 
 from lop_core.figures import late_values, metric_frame
-from lop_core.plotting import colours
+from lop_core.plotting import ACTIVATIONS, colours
 
-ACTIVATION_NAMES = {"relu": "ReLU", "tanh": "tanh", "sigmoid": "sigmoid"}
 NORM_NAMES = {"batch": "batch norm", "layer": "layer norm"}
 
 #: Readable names of the recorded metrics (axis labels).
@@ -33,7 +32,7 @@ METRIC_LABELS = {
 
 def setting_name(row) -> str:
     """``ReLU``, ``tanh + batch norm``, ``ReLU + dropout 0.1``... from a run's summary row."""
-    parts = [ACTIVATION_NAMES.get(row["activation"], row["activation"])]
+    parts = [ACTIVATIONS.get(row["activation"], row["activation"])]
     if row["norm"] != "none":
         parts.append(NORM_NAMES[row["norm"]])
     if row["dropout"] > 0:

@@ -25,6 +25,17 @@ LABELS = {
 }
 
 
+#: Readable names of the activations (legends).
+ACTIVATIONS = {
+    "relu": "ReLU",
+    "leaky_relu": "leaky ReLU",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "crelu": "CReLU",
+}
+
 #: Fixed colours of the other things the book's figures tell apart (activations, optimizers,
 #: settings, systems), so that a colour means one thing in every chapter. Plain SGD / ReLU / the
 #: warm start without a remedy take SGD's blue; CBP systems CBP's purple.
@@ -36,16 +47,15 @@ NAMED = {
     "SGD, momentum 0.9": _C[9],
     "Adam": _C[8],
     "Adam + CBP": _C[6],
-    # activations (relu is the default network: SGD's blue)
-    "relu": PALETTE["base"],
+    # activations (ReLU is the default network: SGD's blue)
     "ReLU": PALETTE["base"],
-    "leaky_relu": _C[1],
+    "leaky ReLU": _C[1],
     "tanh": _C[2],
     "sigmoid": _C[3],
-    "gelu": _C[4],
-    "silu": _C[5],
-    "crelu": _C[6],
-    "relu + skip": _C[7],
+    "GELU": _C[4],
+    "SiLU": _C[5],
+    "CReLU": _C[6],
+    "ReLU + skip": _C[7],
     # continual MNIST settings (ReLU variants) and warm starting
     "ReLU + batch norm": _C[9],
     "ReLU + layer norm": _C[8],
