@@ -22,6 +22,12 @@ MOMENTS_UNDER_ADAM = (
 )
 
 
+#: Per-entry state that counts steps (Adam's step count and its powers b1^t, b2^t, which restart
+#: at 1 with the count): reset only with ``all``, never zeroed when a run is frozen.
+POWERS = ("c1", "c2")
+COUNTS = ("step", *POWERS)
+
+
 def _per_run(values, like: torch.Tensor) -> torch.Tensor:
     """[R] values reshaped to broadcast against ``like`` [R, ...]."""
     t = torch.as_tensor(values, dtype=like.dtype, device=like.device)
@@ -65,8 +71,8 @@ class PopulationOptimizer:
         if what == "moments" and not self.moments_reset_ok:
             raise ValueError(MOMENTS_UNDER_ADAM)
         for key, buf in self.state[index].items():
-            if key != "step" or what == "all":
-                buf.masked_fill_(mask, 0.0)
+            if key not in COUNTS or what == "all":
+                buf.masked_fill_(mask, 1.0 if key in POWERS else 0.0)
 
     @torch.no_grad()
     def stop_run(self, run: int) -> None:
@@ -78,7 +84,7 @@ class PopulationOptimizer:
             lr[run] = 0.0
         for state in self.state:
             for key, buf in state.items():
-                if key != "step":
+                if key not in COUNTS:
                     buf[run] = 0.0
 
     def state_dict(self) -> dict:
@@ -142,12 +148,18 @@ class AdamW(PopulationOptimizer):
             g, s = p.grad, self.state[i]
             if not s:
                 s.update(m=torch.zeros_like(p), v=torch.zeros_like(p), step=torch.zeros_like(p))
+            if "c1" not in s:  # b1^t and b2^t per entry, kept as running products (a pow per entry
+                # and step cost as much as the rest of the step); from the count when resuming an
+                # older checkpoint
+                s["c1"], s["c2"] = self.b1[i] ** s["step"], self.b2[i] ** s["step"]
             if self.decays:
                 p.mul_(self.keep[i])
             b1, b2 = self.b1[i], self.b2[i]
             s["m"].mul_(b1).add_((1 - b1) * g)
             s["v"].mul_(b2).addcmul_(g, g * (1 - b2))
             s["step"].add_(1.0)
-            m_hat = s["m"] / (1 - b1 ** s["step"])
-            v_hat = s["v"] / (1 - b2 ** s["step"])
+            s["c1"].mul_(b1)
+            s["c2"].mul_(b2)
+            m_hat = s["m"] / (1 - s["c1"])
+            v_hat = s["v"] / (1 - s["c2"])
             p.addcdiv_(m_hat * self.lr[i], v_hat.sqrt_().add_(self.eps), value=-1.0)

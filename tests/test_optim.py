@@ -63,11 +63,29 @@ def test_adamw_reset_of_moments_and_step_count():
     opt.reset_state(0, mask, "all")
     assert s["m"][0, 0] == 0 and s["v"][0, 0] == 0 and s["m"][0, 1] != 0
     assert s["step"][0, 0] == 0 and s["step"][0, 1] == 3
+    assert s["c1"][0, 0] == 1 and s["c2"][0, 0] == 1  # b^0: the running powers restart with the count
+    assert torch.isclose(s["c1"][0, 1], torch.tensor(0.9**3)) and torch.isclose(
+        s["c2"][0, 1], torch.tensor(0.999**3)
+    )
     before = p.data.clone()
     p.grad = torch.ones(1, 4)
     opt.step()
     # a fresh entry's first Adam step moves it by exactly lr (bias-corrected m / sqrt(v) = 1)
     assert torch.isclose(before[0, 0] - p.data[0, 0], torch.tensor(0.1), atol=1e-6)
+
+
+def test_adamw_resumes_a_state_without_running_powers_from_its_step_count():
+    p, q = (torch.nn.Parameter(torch.ones(2, 3)) for _ in range(2))
+    a, b = AdamW([p], lr=[0.1, 0.2]), AdamW([q], lr=[0.1, 0.2])
+    for step in range(5):
+        for x, opt in ((p, a), (q, b)):
+            x.grad = torch.full((2, 3), 0.5 + step)
+            opt.step()
+        if step == 1:  # an older checkpoint: the count only
+            state = b.state_dict()
+            state["state"][0] = {k: v for k, v in state["state"][0].items() if k not in ("c1", "c2")}
+            b.load_state_dict(state)
+    assert torch.allclose(p, q, rtol=1e-6, atol=1e-7)
 
 
 def test_adam_steps_of_reset_entries_stay_at_the_learning_rate():
