@@ -112,8 +112,16 @@ def seeds_shown(summaries) -> int:
     return int(summaries.seed.nunique())
 
 
-#: Methods that act by resetting, and the metric that counts what they reset.
-RESETTING = {"cbp": "reset_units", "redo": "reset_units", "swr": "reset_weights", "reset": "reset_weights"}
+#: Methods that act by resetting (or clipping), and the metric that counts what they did: a run
+#: with a count of 0 throughout is plain training and cannot test its method.
+RESETTING = {
+    "cbp": "reset_units",
+    "redo": "reset_units",
+    "swr": "reset_weights",
+    "reset": "reset_weights",
+    "weight_clipping": "clipped_weights",
+    "optimizer_reset": "reset_optimizer",
+}
 
 
 def inactive_methods(metrics) -> list[str]:

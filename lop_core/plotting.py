@@ -8,10 +8,21 @@ matplotlib.use("Agg") if matplotlib.get_backend().lower().startswith("tk") else 
 import seaborn as sns  # noqa: E402
 
 #: Fixed method -> colour map, the same in every chapter (colour-blind safe palette).
-METHOD_ORDER = ["base", "l2", "shrink_perturb", "l2_init", "cbp", "redo", "swr", "reset"]
+METHOD_ORDER = [
+    "base",
+    "l2",
+    "shrink_perturb",
+    "l2_init",
+    "cbp",
+    "redo",
+    "swr",
+    "reset",
+    "weight_clipping",
+    "optimizer_reset",
+]
 _COLOURS = sns.color_palette("colorblind", 10)
 # SWR takes the palette's red, far from CBP's purple, since the two are compared most
-PALETTE = dict(zip(METHOD_ORDER, [_COLOURS[i] for i in (0, 1, 2, 6, 4, 5, 3, 7)], strict=True))
+PALETTE = dict(zip(METHOD_ORDER, [_COLOURS[i] for i in (0, 1, 2, 6, 4, 5, 3, 7, 8, 9)], strict=True))
 #: Readable names for legends.
 LABELS = {
     "base": "SGD (base)",
@@ -22,6 +33,8 @@ LABELS = {
     "redo": "ReDo",
     "swr": "SWR",
     "reset": "Full reset",
+    "weight_clipping": "Weight clipping",
+    "optimizer_reset": "Optimizer reset",
 }
 
 

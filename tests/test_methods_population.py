@@ -74,6 +74,16 @@ CASES = {
         ],
     ),
     "reset": ("reset", {"optimizer": "adamw", "step_size": 1e-3}, [{"seed": 0}, {"seed": 4}]),
+    "weight_clipping": (
+        "weight_clipping",
+        {"step_size": 0.3},
+        [{"seed": 0, "kappa": 1.0}, {"seed": 1, "kappa": 1.5}],
+    ),
+    "optimizer_reset": (
+        "optimizer_reset",
+        {"optimizer": "adamw", "step_size": 1e-3},
+        [{"seed": 0}, {"seed": 2}],
+    ),
 }
 
 
@@ -118,9 +128,12 @@ def test_population_matches_single_runs(case, data_root):
     if method in ("cbp", "redo", "swr"):  # the resets happened and were logged
         counts = [v for (_, m, _, v) in pop.rows[0] + pop.rows[1] if m.startswith("reset_")]
         assert counts and all(v > 0 for v in counts), metrics
+    if method == "weight_clipping":  # it clipped, in both runs
+        for rows in pop.rows:
+            assert sum(v for (_, m, _, v) in rows if m == "clipped_weights") > 0
 
 
-@pytest.mark.parametrize("case", ["l2", "shrink_perturb", "l2_init", "reset"])
+@pytest.mark.parametrize("case", ["l2", "shrink_perturb", "l2_init", "reset", "optimizer_reset"])
 def test_float32_population_matches_single_runs(case, data_root):
     """Methods without comparisons: float32 (what the committed runs use) agrees to float32 rounding."""
     method, shared, runs = CASES[case]
@@ -165,6 +178,8 @@ MIXED = [
     ("swr", {"seed": 8, "reinit_freq": 4, "reinit_factor": 0.01}),
     ("swr", {"seed": 9, "reinit_freq": 3, "reinit_factor": 0.3, "pruning": "proportional", "reinit": "mean"}),
     ("reset", {"seed": 10}),
+    ("weight_clipping", {"seed": 11, "kappa": 1.0}),
+    ("optimizer_reset", {"seed": 12}),  # plain SGD keeps no state: it reports, and changes nothing
 ]
 
 
@@ -175,12 +190,14 @@ def test_a_mixed_population_gives_every_method_its_solo_numbers(data_root):
     cfgs = [_cfg(method, {}, run) for method, run in MIXED]
     assert len({cfg_module.population_key(c) for c in cfgs}) == 1  # one setting, one population
     pop = _train(cfgs, data_root, dtype=torch.float64)
-    assert len(pop.methods) == 10  # the two CBP variants are two blocks
+    assert len(pop.methods) == 12  # the two CBP variants are two blocks
     for r, cfg in enumerate(cfgs):
         alone = _train([cfg], data_root, dtype=torch.float64)
         _assert_same_run(pop, r, alone, 0, torch.float64)
         names = {m for (_, m, _, _) in pop.rows[r]}
         assert ("reset_weights" in names) == (cfg.method in ("cbp", "redo", "swr", "reset")), cfg.method
+        assert ("clipped_weights" in names) == (cfg.method == "weight_clipping"), cfg.method
+        assert ("reset_optimizer" in names) == (cfg.method == "optimizer_reset"), cfg.method
 
 
 def test_a_mixed_population_needs_each_methods_runs_together(data_root):

@@ -1,0 +1,74 @@
+"""Hand-worked tests of the newer remedies: weight clipping and the optimizer reset at task boundaries."""
+
+import math
+
+import pytest
+import torch
+
+from lop_core import config
+from lop_core.errors import ConfigError
+from tests.test_methods import make, sgd_step
+
+
+def test_weight_clipping_clips_to_kappa_times_the_initial_bound_per_run_and_layer():
+    model, _, clip = make("weight_clipping", [{"kappa": 1.0}, {"kappa": 2.0}], width=3, depth=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.linspace(-5, 5, p.numel()).view_as(p))
+    before = [p.detach().clone() for p in clip.params]
+    out = clip.after_step(1)
+    expected = torch.zeros(2)
+    for p, p0, (_, layer) in zip(clip.params, before, clip.slots, strict=True):
+        for r, kappa in enumerate((1.0, 2.0)):
+            bound = kappa * math.sqrt(3.0) * model.stds[layer]  # normal init: the uniform of its variance
+            assert torch.allclose(p[r], p0[r].clamp(-bound, bound))
+            expected[r] += (p0[r].abs() > bound).sum()
+    assert torch.equal(out["clipped_weights"], expected) and expected[0] > expected[1] > 0
+    assert clip.after_step(2)["clipped_weights"].sum() == 0  # within bounds now: nothing to clip
+
+
+def test_weight_clipping_uses_the_uniform_bound_itself_and_leaves_layer_norm_alone():
+    model, _, clip = make("weight_clipping", [{"kappa": 1.0}], layer_norm=True, depth=1)
+    model.uniform_init = True  # the bound is then model.stds (Kaiming-uniform's b)
+    clip = type(clip)(model, clip.optimizer, clip.cfgs, clip.generators)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(10.0)
+    clip.after_step(1)
+    for p, (kind, layer) in zip(clip.params, clip.slots, strict=True):
+        if kind in ("weight", "bias"):
+            assert torch.allclose(p, torch.full_like(p, model.stds[layer]))
+        else:
+            assert torch.all(p == 10.0), kind
+
+
+def test_weight_clipping_refuses_kappa_below_one():
+    with pytest.raises(ConfigError, match="kappa must be >= 1"):
+        config.resolve("permuted_mnist", "smoke", method="weight_clipping", kappa=0.5)
+
+
+def test_optimizer_reset_forgets_adams_state_at_every_task_but_the_first():
+    model, opt, reset = make("optimizer_reset", [{}, {}], optimizer="adam")
+    for _ in range(3):
+        sgd_step(model, opt)
+    assert reset.on_task_start(0) is None and all(s["step"].max() == 3 for s in opt.state)
+    out = reset.on_task_start(1)
+    assert torch.equal(out["reset_optimizer"], torch.ones(2))
+    for s in opt.state:
+        assert s["m"].abs().sum() == 0 and s["v"].abs().sum() == 0 and s["step"].abs().sum() == 0
+        assert torch.all(s["c1"] == 1) and torch.all(s["c2"] == 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    sgd_step(model, opt)  # Adam's first step after the reset: every entry moves by about lr
+    moved = [(p - b).abs() for p, b in zip(model.parameters(), before, strict=True)]
+    assert all(torch.allclose(m[m > 1e-6], torch.tensor(1e-2), rtol=1e-3) for m in moved)
+
+
+def test_optimizer_reset_zeroes_sgd_momentum_and_refuses_moments_under_adamw():
+    model, opt, reset = make("optimizer_reset", [{"state_reset": "moments"}], momentum=0.9)
+    sgd_step(model, opt)
+    reset.on_task_start(3)
+    assert all(s["momentum"].abs().sum() == 0 for s in opt.state)
+    with pytest.raises(ConfigError, match="under AdamW"):
+        config.resolve(
+            "permuted_mnist", "smoke", method="optimizer_reset", optimizer="adamw", state_reset="moments"
+        )
