@@ -181,7 +181,7 @@ def table(preset: str = "auto", runs_dir=None) -> pd.DataFrame:
                 "label": r.finding.label,
                 "claim": r.finding.claim,
                 "these runs": r.outcome,
-                "runs": "; ".join(r.protocol.values()) or "not made",
+                "runs": "; ".join(dict.fromkeys(r.protocol.values())) or "not made",
             }
         )
     return pd.DataFrame(rows)
