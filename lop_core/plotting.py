@@ -22,7 +22,10 @@ METHOD_ORDER = [
 ]
 _COLOURS = sns.color_palette("colorblind", 10)
 # SWR takes the palette's red, far from CBP's purple, since the two are compared most
-PALETTE = dict(zip(METHOD_ORDER, [_COLOURS[i] for i in (0, 1, 2, 6, 4, 5, 3, 7, 8, 9)], strict=True))
+_DARK = sns.color_palette("dark", 10)
+PALETTE = dict(
+    zip(METHOD_ORDER, [_COLOURS[i] for i in (0, 1, 2, 6, 4, 5, 3, 7, 8, 9)] + [_DARK[2]], strict=True)
+)
 #: Readable names for legends.
 LABELS = {
     "base": "SGD (base)",
@@ -35,6 +38,7 @@ LABELS = {
     "reset": "Full reset",
     "weight_clipping": "Weight clipping",
     "optimizer_reset": "Optimizer reset",
+    "parseval": "Parseval",
 }
 
 

@@ -211,6 +211,7 @@ class Population:
                 sums["grad_magnitude"] += metrics.mean_abs([p.grad for p in self.optimizer.params])
             first_bad = ~torch.isfinite(loss) & (self._bad_step < 0)
             self._bad_step.masked_fill_(first_bad, self.task * steps + s + 1)  # counted like after_step
+        self._call_methods("before_step", self.task * steps + s + 1, sums)
         self.optimizer.step()
         self._call_methods("after_step", self.task * steps + s + 1, sums)
         if self._frozen is not None:  # nothing (decay, noise, a reset) moves a frozen run's zeros

@@ -84,6 +84,7 @@ CASES = {
         {"optimizer": "adamw", "step_size": 1e-3},
         [{"seed": 0}, {"seed": 2}],
     ),
+    "parseval": ("parseval", {}, [{"seed": 0, "parseval_lambda": 1e-2}, {"seed": 1, "parseval_s": 1.0}]),
 }
 
 
@@ -133,7 +134,7 @@ def test_population_matches_single_runs(case, data_root):
             assert sum(v for (_, m, _, v) in rows if m == "clipped_weights") > 0
 
 
-@pytest.mark.parametrize("case", ["l2", "shrink_perturb", "l2_init", "reset", "optimizer_reset"])
+@pytest.mark.parametrize("case", ["l2", "shrink_perturb", "l2_init", "reset", "optimizer_reset", "parseval"])
 def test_float32_population_matches_single_runs(case, data_root):
     """Methods without comparisons: float32 (what the committed runs use) agrees to float32 rounding."""
     method, shared, runs = CASES[case]
@@ -180,6 +181,7 @@ MIXED = [
     ("reset", {"seed": 10}),
     ("weight_clipping", {"seed": 11, "kappa": 1.0}),
     ("optimizer_reset", {"seed": 12}),  # plain SGD keeps no state: it reports, and changes nothing
+    ("parseval", {"seed": 13, "parseval_lambda": 1e-2}),
 ]
 
 
@@ -190,7 +192,7 @@ def test_a_mixed_population_gives_every_method_its_solo_numbers(data_root):
     cfgs = [_cfg(method, {}, run) for method, run in MIXED]
     assert len({cfg_module.population_key(c) for c in cfgs}) == 1  # one setting, one population
     pop = _train(cfgs, data_root, dtype=torch.float64)
-    assert len(pop.methods) == 12  # the two CBP variants are two blocks
+    assert len(pop.methods) == 13  # the two CBP variants are two blocks
     for r, cfg in enumerate(cfgs):
         alone = _train([cfg], data_root, dtype=torch.float64)
         _assert_same_run(pop, r, alone, 0, torch.float64)

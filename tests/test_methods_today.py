@@ -72,3 +72,38 @@ def test_optimizer_reset_zeroes_sgd_momentum_and_refuses_moments_under_adamw():
         config.resolve(
             "permuted_mnist", "smoke", method="optimizer_reset", optimizer="adamw", state_reset="moments"
         )
+
+
+def test_parseval_adds_the_penalty_gradient_of_the_hidden_layers_before_the_step():
+    model, _, par = make(
+        "parseval", [{"parseval_lambda": 0.1, "parseval_s": 1.0}, {"parseval_lambda": 0.0}], depth=2
+    )
+    for p in par.params:
+        p.grad = torch.zeros_like(p)
+    weights = [i for i, (kind, _) in enumerate(par.slots) if kind == "weight"]
+    assert par.layers == weights[:-1]  # the output layer is left free
+    par.before_step(1)
+    for i, p in enumerate(par.params):
+        if i in par.layers:
+            w = p[0].detach()
+            want = 4 * 0.1 * (w @ w.T - torch.eye(w.shape[0])) @ w
+            assert torch.allclose(p.grad[0], want, atol=1e-7) and p.grad[0].abs().sum() > 0
+            assert torch.all(p.grad[1] == 0)  # lambda 0: nothing
+            s0 = p[1].detach().pow(2).sum(-1).mean()  # parseval_s 0: the layer's initial scale
+            assert torch.isclose(par.scales[i][1].squeeze(), s0)
+        else:
+            assert torch.all(p.grad == 0)
+
+
+def test_parseval_drives_a_layer_towards_scaled_orthogonal_rows():
+    model, opt, par = make(
+        "parseval", [{"parseval_lambda": 0.05, "parseval_s": 1.0, "parseval_output": True}]
+    )
+    w = par.params[par.layers[0]]
+    start = (w[0] @ w[0].T - torch.eye(w.shape[1])).norm()
+    for step in range(200):
+        for p in par.params:
+            p.grad = torch.zeros_like(p)
+        par.before_step(step + 1)
+        opt.step()
+    assert (w[0] @ w[0].T - torch.eye(w.shape[1])).norm() < 0.01 * start

@@ -3,8 +3,8 @@
 ``base`` (plain training), ``l2`` (decoupled weight decay), ``shrink_perturb``, ``l2_init``,
 ``cbp`` (continual backpropagation), ``redo`` (recycling dormant units), ``swr`` (selective
 weight reinitialization), ``reset`` (a fresh network at every task), ``weight_clipping``
-(Elsayed et al. 2024) and ``optimizer_reset`` (the optimizer's state forgotten at every task
-boundary, Asadi et al. 2023).
+(Elsayed et al. 2024), ``optimizer_reset`` (the optimizer's state forgotten at every task
+boundary, Asadi et al. 2023) and ``parseval`` (Parseval regularization, Chung et al. 2024).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from lop_core.methods.cbp import CBP
 from lop_core.methods.l2 import L2
 from lop_core.methods.l2_init import L2Init
 from lop_core.methods.optimizer_reset import OptimizerReset
+from lop_core.methods.parseval import Parseval
 from lop_core.methods.redo import ReDo
 from lop_core.methods.reset import Reset
 from lop_core.methods.shrink_perturb import ShrinkPerturb
@@ -24,7 +25,19 @@ from lop_core.methods.weight_clipping import WeightClipping
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
-    for cls in (Method, L2, ShrinkPerturb, L2Init, CBP, ReDo, SWR, Reset, WeightClipping, OptimizerReset)
+    for cls in (
+        Method,
+        L2,
+        ShrinkPerturb,
+        L2Init,
+        CBP,
+        ReDo,
+        SWR,
+        Reset,
+        WeightClipping,
+        OptimizerReset,
+        Parseval,
+    )
 }
 
 

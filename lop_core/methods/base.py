@@ -65,6 +65,12 @@ class Method:
         """Called before the first step of every task (task 0 included)."""
         return None
 
+    def before_step(self, step: int) -> dict[str, Any] | None:
+        """Called after the backward pass and before the optimizer's step (``step`` counts from 1):
+        a method that adds a penalty's gradient to ``.grad`` does it here, so that the optimizer
+        treats the penalty as part of the loss."""
+        return None
+
     def after_step(self, step: int) -> dict[str, Any] | None:
         """Called after every optimizer step; ``step`` counts from 1."""
         return None
