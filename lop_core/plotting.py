@@ -24,7 +24,11 @@ _COLOURS = sns.color_palette("colorblind", 10)
 # SWR takes the palette's red, far from CBP's purple, since the two are compared most
 _DARK = sns.color_palette("dark", 10)
 PALETTE = dict(
-    zip(METHOD_ORDER, [_COLOURS[i] for i in (0, 1, 2, 6, 4, 5, 3, 7, 8, 9)] + [_DARK[2]], strict=True)
+    zip(
+        METHOD_ORDER,
+        [_COLOURS[i] for i in (0, 1, 2, 6, 4, 5, 3, 7, 8, 9)] + [_DARK[2], _DARK[4]],
+        strict=True,
+    )
 )
 #: Readable names for legends.
 LABELS = {
@@ -39,6 +43,7 @@ LABELS = {
     "weight_clipping": "Weight clipping",
     "optimizer_reset": "Optimizer reset",
     "parseval": "Parseval",
+    "spectral": "Spectral reg.",
 }
 
 

@@ -85,6 +85,7 @@ CASES = {
         [{"seed": 0}, {"seed": 2}],
     ),
     "parseval": ("parseval", {}, [{"seed": 0, "parseval_lambda": 1e-2}, {"seed": 1, "parseval_s": 1.0}]),
+    "spectral": ("spectral", {}, [{"seed": 0, "spectral_lambda": 1e-2}, {"seed": 1, "spectral_k": 1.0}]),
 }
 
 
@@ -134,7 +135,9 @@ def test_population_matches_single_runs(case, data_root):
             assert sum(v for (_, m, _, v) in rows if m == "clipped_weights") > 0
 
 
-@pytest.mark.parametrize("case", ["l2", "shrink_perturb", "l2_init", "reset", "optimizer_reset", "parseval"])
+@pytest.mark.parametrize(
+    "case", ["l2", "shrink_perturb", "l2_init", "reset", "optimizer_reset", "parseval", "spectral"]
+)
 def test_float32_population_matches_single_runs(case, data_root):
     """Methods without comparisons: float32 (what the committed runs use) agrees to float32 rounding."""
     method, shared, runs = CASES[case]
@@ -157,7 +160,10 @@ def _straight_and_resumed(cfgs, data_root):
     return straight, resumed
 
 
-@pytest.mark.parametrize("case", ["cbp", "swr", "l2_init", "redo", "shrink_perturb", "cbp_instantaneous_ln"])
+@pytest.mark.parametrize(
+    "case",
+    ["cbp", "swr", "l2_init", "redo", "shrink_perturb", "cbp_instantaneous_ln", "parseval", "spectral"],
+)
 def test_checkpointed_population_resumes_exactly(case, data_root):
     method, shared, runs = CASES[case]
     cfgs = [_cfg(method, shared, run) for run in runs]
@@ -182,6 +188,7 @@ MIXED = [
     ("weight_clipping", {"seed": 11, "kappa": 1.0}),
     ("optimizer_reset", {"seed": 12}),  # plain SGD keeps no state: it reports, and changes nothing
     ("parseval", {"seed": 13, "parseval_lambda": 1e-2}),
+    ("spectral", {"seed": 14, "spectral_lambda": 1e-2}),
 ]
 
 
@@ -192,7 +199,7 @@ def test_a_mixed_population_gives_every_method_its_solo_numbers(data_root):
     cfgs = [_cfg(method, {}, run) for method, run in MIXED]
     assert len({cfg_module.population_key(c) for c in cfgs}) == 1  # one setting, one population
     pop = _train(cfgs, data_root, dtype=torch.float64)
-    assert len(pop.methods) == 13  # the two CBP variants are two blocks
+    assert len(pop.methods) == 14  # the two CBP variants are two blocks
     for r, cfg in enumerate(cfgs):
         alone = _train([cfg], data_root, dtype=torch.float64)
         _assert_same_run(pop, r, alone, 0, torch.float64)

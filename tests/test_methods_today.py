@@ -107,3 +107,36 @@ def test_parseval_drives_a_layer_towards_scaled_orthogonal_rows():
         par.before_step(step + 1)
         opt.step()
     assert (w[0] @ w[0].T - torch.eye(w.shape[1])).norm() < 0.01 * start
+
+
+def test_spectral_power_iteration_finds_the_largest_singular_value_with_the_bias_as_a_column():
+    model, _, spec = make("spectral", [{"spectral_lambda": 0.1}, {"spectral_lambda": 0.0}], width=4, depth=1)
+    w_index, b_index = spec.layers[0]
+    a = torch.cat([spec.params[w_index], spec.params[b_index].unsqueeze(-1)], dim=-1).detach()
+    for _ in range(200):
+        sigma, u, v = spec.sigma(0)
+    assert torch.allclose(sigma, torch.linalg.svdvals(a)[:, 0], rtol=1e-4)
+
+
+def test_spectral_adds_the_gradient_of_its_penalty_by_hand_and_autograd():
+    model, _, spec = make("spectral", [{"spectral_lambda": 0.3, "spectral_k": 2.0}], width=3, depth=1)
+    for _ in range(300):  # converge the power iteration first
+        spec.sigma(0)
+        spec.sigma(1)
+    for p in spec.params:
+        p.grad = torch.zeros_like(p)
+    spec.before_step(1)
+    for layer, (w_index, b_index) in enumerate(spec.layers):
+        a = torch.cat([spec.params[w_index], spec.params[b_index].unsqueeze(-1)], dim=-1).detach()[0]
+        a.requires_grad_(True)
+        penalty = 0.3 * (torch.linalg.matrix_norm(a, ord=2) ** 2 - 1) ** 2
+        (want,) = torch.autograd.grad(penalty, a)
+        got = torch.cat([spec.params[w_index].grad[0], spec.params[b_index].grad[0].unsqueeze(-1)], dim=-1)
+        assert torch.allclose(got, want, rtol=1e-3, atol=1e-6), layer
+
+
+def test_spectral_and_parseval_refuse_impossible_values():
+    with pytest.raises(ConfigError, match="spectral_k must be >= 1"):
+        config.resolve("permuted_mnist", "smoke", method="spectral", spectral_k=0.5)
+    with pytest.raises(ConfigError, match="parseval_lambda must be >= 0"):
+        config.resolve("permuted_mnist", "smoke", method="parseval", parseval_lambda=-1.0)

@@ -4,7 +4,8 @@
 ``cbp`` (continual backpropagation), ``redo`` (recycling dormant units), ``swr`` (selective
 weight reinitialization), ``reset`` (a fresh network at every task), ``weight_clipping``
 (Elsayed et al. 2024), ``optimizer_reset`` (the optimizer's state forgotten at every task
-boundary, Asadi et al. 2023) and ``parseval`` (Parseval regularization, Chung et al. 2024).
+boundary, Asadi et al. 2023), ``parseval`` (Parseval regularization, Chung et al. 2024) and
+``spectral`` (spectral regularization, Lewandowski et al. 2025).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from lop_core.methods.parseval import Parseval
 from lop_core.methods.redo import ReDo
 from lop_core.methods.reset import Reset
 from lop_core.methods.shrink_perturb import ShrinkPerturb
+from lop_core.methods.spectral import Spectral
 from lop_core.methods.swr import SWR
 from lop_core.methods.weight_clipping import WeightClipping
 
@@ -37,6 +39,7 @@ METHODS: dict[str, type[Method]] = {
         WeightClipping,
         OptimizerReset,
         Parseval,
+        Spectral,
     )
 }
 
