@@ -317,12 +317,29 @@ FINDINGS: dict[str, Finding] = {
         ),
         Finding(
             "D1",
-            "Online permuted MNIST (one example per step): accuracy decays and CBP keeps it.",
+            "Online permuted MNIST (one example per step): accuracy decays and dead units grow, faster "
+            "with Adam than with SGD; CBP keeps the network learning.",
             "finding-d1",
             (
                 Part("declines", "d1", {"SGD": _M["base"]}, text="SGD's accuracy falls"),
                 Part(
                     "above", "d1", {"CBP": {"method": "cbp"}}, {"SGD": _M["base"]}, text="CBP ends above SGD"
+                ),
+                Part("declines", "d1_adam", {"Adam": _M["base"]}, text="Adam's accuracy falls"),
+                Part(
+                    "above",
+                    "d1_adam",
+                    {"Adam + CBP": {"method": "cbp"}},
+                    {"Adam": _M["base"]},
+                    text="Adam + CBP ends above Adam",
+                ),
+                Part(
+                    "above",
+                    ("d1", "d1_adam"),
+                    {"Adam": {"method": "base", "optimizer": "adamw"}},
+                    {"SGD": {"method": "base", "optimizer": "sgdw"}},
+                    text="more dead units with Adam than with SGD",
+                    metric="dead_fraction",
                 ),
             ),
         ),

@@ -19,6 +19,8 @@ METHOD_ORDER = [
     "reset",
     "weight_clipping",
     "optimizer_reset",
+    "parseval",
+    "spectral",
 ]
 _COLOURS = sns.color_palette("colorblind", 10)
 # SWR takes the palette's red, far from CBP's purple, since the two are compared most

@@ -201,3 +201,11 @@ def test_colours_are_fixed_book_wide_and_distinct_within_a_figure():
     assert one["SGD (base)"] == two["base"] == plotting.PALETTE["base"] == plotting.colours(["SGD"])["SGD"]
     assert one["CBP"] == plotting.PALETTE["cbp"] and one["tanh"] == two["tanh"]
     assert len(set(one.values())) == len(one)  # new labels take colours no other label of the figure has
+
+
+def test_every_method_has_a_colour_and_a_label():
+    from lop_core import plotting
+    from lop_core.methods import METHODS
+
+    assert set(METHODS) == set(plotting.METHOD_ORDER) == set(plotting.PALETTE) == set(plotting.LABELS)
+    assert len(set(plotting.PALETTE.values())) == len(plotting.PALETTE)
