@@ -21,6 +21,7 @@ METHOD_ORDER = [
     "optimizer_reset",
     "parseval",
     "spectral",
+    "nap",
 ]
 _COLOURS = sns.color_palette("colorblind", 10)
 # SWR takes the palette's red, far from CBP's purple, since the two are compared most
@@ -28,7 +29,7 @@ _DARK = sns.color_palette("dark", 10)
 PALETTE = dict(
     zip(
         METHOD_ORDER,
-        [_COLOURS[i] for i in (0, 1, 2, 6, 4, 5, 3, 7, 8, 9)] + [_DARK[2], _DARK[4]],
+        [_COLOURS[i] for i in (0, 1, 2, 6, 4, 5, 3, 7, 8, 9)] + [_DARK[2], _DARK[4], _DARK[0]],
         strict=True,
     )
 )
@@ -46,6 +47,7 @@ LABELS = {
     "optimizer_reset": "Optimizer reset",
     "parseval": "Parseval",
     "spectral": "Spectral reg.",
+    "nap": "NaP",
 }
 
 

@@ -86,6 +86,7 @@ CASES = {
     ),
     "parseval": ("parseval", {}, [{"seed": 0, "parseval_lambda": 1e-2}, {"seed": 1, "parseval_s": 1.0}]),
     "spectral": ("spectral", {}, [{"seed": 0, "spectral_lambda": 1e-2}, {"seed": 1, "spectral_k": 1.0}]),
+    "nap": ("nap", {"layer_norm": True, "step_size": 0.1}, [{"seed": 0}, {"seed": 1, "nap_output": True}]),
 }
 
 

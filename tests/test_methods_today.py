@@ -140,3 +140,29 @@ def test_spectral_and_parseval_refuse_impossible_values():
         config.resolve("permuted_mnist", "smoke", method="spectral", spectral_k=0.5)
     with pytest.raises(ConfigError, match="parseval_lambda must be >= 0"):
         config.resolve("permuted_mnist", "smoke", method="parseval", parseval_lambda=-1.0)
+
+
+def test_nap_projects_every_weight_matrix_back_to_its_initial_norm_per_run():
+    model, _, nap = make("nap", [{}, {}], layer_norm=True, depth=2)
+    start = {i: nap.params[i].detach().flatten(1).norm(dim=1) for i in nap.layers}
+    with torch.no_grad():
+        for p in nap.params:
+            p.mul_(torch.tensor([3.0, 0.5]).view(-1, *[1] * (p.dim() - 1)))  # grow run 0, shrink run 1
+    direction = {
+        i: nap.params[i].detach() / nap.params[i].detach().flatten(1).norm(dim=1).view(-1, 1, 1)
+        for i in nap.layers
+    }
+    nap.after_step(1)
+    for i, p in enumerate(nap.params):
+        if i in nap.layers:
+            assert torch.allclose(p.detach().flatten(1).norm(dim=1), start[i])
+            assert torch.allclose(
+                p / start[i].view(-1, 1, 1), direction[i], atol=1e-6
+            )  # the direction is kept
+    bias = nap.slot("bias", 0)
+    assert bias not in nap.layers
+
+
+def test_nap_needs_layer_norm():
+    with pytest.raises(ConfigError, match="set layer_norm=true"):
+        config.resolve("permuted_mnist", "smoke", method="nap")

@@ -5,7 +5,8 @@
 weight reinitialization), ``reset`` (a fresh network at every task), ``weight_clipping``
 (Elsayed et al. 2024), ``optimizer_reset`` (the optimizer's state forgotten at every task
 boundary, Asadi et al. 2023), ``parseval`` (Parseval regularization, Chung et al. 2024) and
-``spectral`` (spectral regularization, Lewandowski et al. 2025).
+``spectral`` (spectral regularization, Lewandowski et al. 2025) and ``nap`` (normalize-and-project,
+Lyle et al. 2024).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lop_core.methods.base import Method
 from lop_core.methods.cbp import CBP
 from lop_core.methods.l2 import L2
 from lop_core.methods.l2_init import L2Init
+from lop_core.methods.nap import NaP
 from lop_core.methods.optimizer_reset import OptimizerReset
 from lop_core.methods.parseval import Parseval
 from lop_core.methods.redo import ReDo
@@ -40,6 +42,7 @@ METHODS: dict[str, type[Method]] = {
         OptimizerReset,
         Parseval,
         Spectral,
+        NaP,
     )
 }
 
