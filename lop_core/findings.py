@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lop_core import chapters, verdicts
+from lop_core.plotting import ACTIVATIONS
 
 #: The methods whose runs log what they reset, and the metric that counts it.
 RESETTING = chapters.RESETTING
@@ -199,8 +200,9 @@ FINDINGS: dict[str, Finding] = {
                 Part(
                     "declines",
                     "long" if act in ("tanh", "sigmoid", "gelu") else "a10",
-                    {act: {"activation": act, "skip_connections": False}},
-                    text=f"{act} falls" + (" (200 tasks)" if act in ("tanh", "sigmoid", "gelu") else ""),
+                    {ACTIVATIONS[act]: {"activation": act, "skip_connections": False}},
+                    text=f"{ACTIVATIONS[act]} falls"
+                    + (" (200 tasks)" if act in ("tanh", "sigmoid", "gelu") else ""),
                 )
                 for act in ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu")
             ),

@@ -234,6 +234,12 @@ def _closing_note(a: str, b: str, groups: dict, c: Comparison) -> str:
     return f"; the gap is still closing ({trend.words()} over the last quarter): too short to tell"
 
 
+def _late_words(groups: dict[str, pd.DataFrame]) -> str:
+    """ "over the last tenth of the tasks", or "at the end" for runs scored by one value each."""
+    single = all(c.groupby("run").task.nunique().max() <= 1 for c in groups.values() if len(c))
+    return "at the end" if single else "over the last tenth of the tasks"
+
+
 def _changing(groups: dict[str, pd.DataFrame]) -> list[str]:
     return [name for name, c in groups.items() if still_changing(c) is not None]
 
@@ -251,7 +257,7 @@ def judge_above(first: dict, second: dict, idle: dict | None = None, measure: st
         return stop
     (a, sa), (b, sb) = _best(first), _best(second)
     c = compare(sa, sb)
-    head = f"{a} against {b}, {measure} over the last tenth of the tasks: {c.words()}"
+    head = f"{a} against {b}, {measure} {_late_words({**first, **second})}: {c.words()}"
     note = _closing_note(a, b, {**first, **second}, c) if c.outcome in ("above", "below") else ""
     if note:
         return Verdict(CANNOT_TELL, f"{head}{note}")
@@ -276,7 +282,7 @@ def judge_level(groups: dict, idle: dict | None = None, measure: str = "score") 
     hi = max(scores, key=lambda k: scores[k].mean())
     lo = min(scores, key=lambda k: scores[k].mean())
     c = compare(scores[hi], scores[lo])
-    head = f"best ({hi}) against worst ({lo}), {measure} over the last tenth of the tasks: {c.words()}"
+    head = f"best ({hi}) against worst ({lo}), {measure} {_late_words(groups)}: {c.words()}"
     if c.outcome == "too few runs":
         return Verdict(CANNOT_TELL, f"{head}; too few runs for an error estimate")
     note = _closing_note(hi, lo, groups, c) if c.outcome == "above" else ""
