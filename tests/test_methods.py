@@ -13,7 +13,7 @@ from lop_core import config
 from lop_core.errors import ConfigError
 from lop_core.methods import METHODS
 from lop_core.models import PopulationMLP
-from lop_core.optim import SGDW, AdamW
+from lop_core.optim import COUNTS, POWERS, SGDW, AdamW
 
 
 def make(
@@ -257,12 +257,12 @@ def test_swr_resets_the_optimizer_state_of_exactly_the_reinitialized_entries(opt
     for p, old, s, s_old in zip(model.parameters(), before, opt.state, state_before, strict=True):
         touched = p.detach() != old  # in this example every reinitialized entry changes value
         for key, buf in s.items():
-            if state_reset == "none" or (key == "step" and state_reset == "moments"):
+            if state_reset == "none" or (key in COUNTS and state_reset == "moments"):
                 assert torch.equal(buf, s_old[key])
-            else:
-                assert (buf[touched] == 0).all(), key
+            else:  # zeroed; Adam's running powers b^t restart at b^0 = 1 with the step count
+                assert (buf[touched] == (1.0 if key in POWERS else 0.0)).all(), key
                 assert torch.equal(buf[~touched], s_old[key][~touched]), key
-    assert set(opt.state[0]) == ({"momentum"} if optimizer == "sgd" else {"m", "v", "step"})
+    assert set(opt.state[0]) == ({"momentum"} if optimizer == "sgd" else {"m", "v", "step", *POWERS})
 
 
 # ---- shrink-and-perturb, L2, L2-init, reset -----------------------------------------------------
@@ -313,7 +313,8 @@ def test_reset_gives_a_fresh_init_and_a_fresh_optimizer_state(optimizer):
     sgd_step(model, opt)
     assert all(opt.state)
     reset.on_task_start(1)
-    assert all(not buf.any() for s in opt.state for buf in s.values())  # momentum, m, v, step: 0
+    # momentum, m, v, step: 0; Adam's running powers b^t: b^0 = 1
+    assert all((buf == (1.0 if key in POWERS else 0.0)).all() for s in opt.state for key, buf in s.items())
     w = model.weights[0].detach()
     assert abs(w.std().item() - model.stds[0]) < 0.01 * model.stds[0]
     assert not torch.equal(w, init[0]) and not torch.equal(w[0], w[1])  # new draws, per run

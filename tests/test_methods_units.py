@@ -5,6 +5,7 @@ import torch
 from test_methods import make, sgd_step, snapshot
 
 from lop_core.methods.units import layer_output_mean, reset_units, unit_utility
+from lop_core.optim import COUNTS, POWERS
 
 
 def _features(model, per_unit, runs=None, batch=4):
@@ -64,11 +65,12 @@ def test_reset_units_touches_exactly_the_units_entries(optimizer, state_reset):
     touched = [rows, cols, None, mask, None, None, mask, None, mask, None]
     for where, s, s_old in zip(touched, opt.state, state_before, strict=True):
         for key, buf in s.items():
-            keep = where is None or state_reset == "none" or (key == "step" and state_reset == "moments")
+            keep = where is None or state_reset == "none" or (key in COUNTS and state_reset == "moments")
             if keep:
                 assert torch.equal(buf, s_old[key])
-            else:
-                assert (buf[where] == 0).all() and torch.equal(buf[~where], s_old[key][~where])
+            else:  # zeroed; Adam's running powers b^t restart at b^0 = 1 with the step count
+                fresh = 1.0 if key in POWERS else 0.0
+                assert (buf[where] == fresh).all() and torch.equal(buf[~where], s_old[key][~where])
 
 
 def test_bias_correction_keeps_the_next_layers_mean_output():
