@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from test_methods import make, sgd_step
 
 from lop_core import config
 from lop_core.errors import ConfigError
-from test_methods import make, sgd_step
 
 
 def test_weight_clipping_clips_to_kappa_times_the_initial_bound_per_run_and_layer():
