@@ -218,7 +218,8 @@ class Verdict:
 
 def _idle(idle: dict[str, str]) -> Verdict | None:
     why = [f"{name} {text}" for name, text in idle.items() if text]
-    return Verdict(CANNOT_TELL, "; ".join(why) + ": these runs cannot test it") if why else None
+    which = "it" if len(why) == 1 else "them"
+    return Verdict(CANNOT_TELL, "; ".join(why) + f": these runs cannot test {which}") if why else None
 
 
 def _best(groups: dict[str, pd.DataFrame]) -> tuple[str, pd.Series]:
