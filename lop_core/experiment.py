@@ -171,10 +171,7 @@ def _drop_leftovers(todo, runs_dir) -> None:
     population checkpoint: with their runs locked here, no other process writes them."""
     for c in todo:
         runs.remove_temporaries(runs.run_path(c, runs_dir))
-    for ckpt in (
-        progress_store.population_checkpoint(todo, runs_dir),
-        progress_store.landed_checkpoint(todo, runs_dir),
-    ):
+    for ckpt in progress_store.checkpoint_places(todo, runs_dir):
         runs.remove_temporaries(ckpt.parent, ckpt.name)
 
 

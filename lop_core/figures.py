@@ -13,6 +13,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from lop_core.plotting import LABELS, METHOD_ORDER, colours
+from lop_core.verdicts import Comparison, late_window  # noqa: F401  (late_window: figures' API too)
 
 #: Readable names of the recorded metrics (axis labels).
 METRIC_LABELS = {
@@ -27,11 +28,6 @@ METRIC_LABELS = {
     "grad_magnitude": "mean |∇θ|",
     "ln_gain_magnitude": "mean layer-norm gain |γ|",
 }
-
-
-def late_window(num_tasks: int) -> int:
-    """How many final tasks count as "late" for a run of ``num_tasks`` tasks: the last tenth."""
-    return max(1, int(num_tasks) // 10)
 
 
 def methods_in(frame: pd.DataFrame) -> list[str]:
@@ -172,8 +168,6 @@ def contrast(table: pd.DataFrame, first, second, column: str = "late") -> dict:
         ``se`` (standard error of that difference; 0 for single runs) and ``verdict``: "above",
         "below" or "level" (within twice the standard error, or too few runs to tell).
     """
-    from lop_core.verdicts import Comparison
-
     a = table.loc[[m for m in first if m in table.index], column]
     b = table.loc[[m for m in second if m in table.index], column]
     if a.empty or b.empty:

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lop_core import chapters, verdicts
+from lop_core import verdicts
 from lop_core.plotting import ACTIVATIONS
-
-#: The methods whose runs log what they reset, and the metric that counts it.
-RESETTING = chapters.RESETTING
 
 
 @dataclass(frozen=True)

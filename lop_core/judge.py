@@ -66,7 +66,7 @@ def _curves(table: pd.DataFrame, where: dict, metric: str, layer: str) -> pd.Dat
     return rows[["run", "seed", "task", "value"]]
 
 
-def _idle(table: pd.DataFrame, where: dict, name: str, curves: pd.DataFrame) -> str:
+def _idle(table: pd.DataFrame, where: dict, curves: pd.DataFrame) -> str:
     """``verdicts.did_not_act`` for a group of a resetting method ("" for the others)."""
     method = where.get("method")
     if method not in chapters.RESETTING:
@@ -90,10 +90,10 @@ def _judge(part: Part, table: pd.DataFrame) -> verdicts.Verdict:
         return out
 
     first = side(part.first)
-    idle = {n: _idle(table, w, n, first[n]) for n, w in part.first.items()}
+    idle = {n: _idle(table, w, first[n]) for n, w in part.first.items()}
     if part.kind in ("above", "below"):
         second = side(part.second)
-        idle.update({n: _idle(table, w, n, second[n]) for n, w in part.second.items()})
+        idle.update({n: _idle(table, w, second[n]) for n, w in part.second.items()})
         a, b = (first, second) if part.kind == "above" else (second, first)
         return verdicts.judge_above(a, b, idle, measure)
     if part.kind == "level":
@@ -118,13 +118,26 @@ def _protocol(summaries: pd.DataFrame, used: str) -> str:
 
 
 def evaluate(key: str | Finding, preset: str = "auto", runs_dir=None) -> Result:
-    """Judge a finding (its key, e.g. ``"A3"``, or a ``Finding``) on the runs of its sweeps."""
-    finding = FINDINGS[key] if isinstance(key, str) else key
+    """Judge a finding (its key, e.g. ``"A3"``, or a ``Finding``) on the runs of its sweeps.
+
+    A finding named by its key is judged once per preset and store (a chapter's box, its
+    sentences and the landing table ask for the same verdicts); treat the result as read-only.
+    """
+    store = str(runs_dir) if runs_dir else None
+    return _evaluate_key(key, preset, store) if isinstance(key, str) else _evaluate(key, preset, store)
+
+
+@functools.lru_cache(maxsize=64)
+def _evaluate_key(key: str, preset: str, runs_dir) -> Result:
+    return _evaluate(FINDINGS[key], preset, runs_dir)
+
+
+def _evaluate(finding: Finding, preset: str, runs_dir) -> Result:
     parts, protocol = [], {}
     for part in finding.parts:
         sweeps = (part.sweep,) if isinstance(part.sweep, str) else part.sweep
         try:
-            loaded = [_load(s, preset, str(runs_dir) if runs_dir else None) for s in sweeps]
+            loaded = [_load(s, preset, runs_dir) for s in sweeps]
         except RunError as err:
             parts.append(
                 (part, verdicts.Verdict(verdicts.CANNOT_TELL, f"runs not made ({str(err).splitlines()[0]})"))

@@ -40,6 +40,11 @@ def landed_checkpoint(cfgs, runs_dir=None) -> Path:
     return local.parent.parent / LANDED_DIR / f"{local.stem}{LANDED_SUFFIX}"
 
 
+def checkpoint_places(cfgs, runs_dir) -> tuple[Path, Path]:
+    """A population's two checkpoint places: this machine's and the landed one."""
+    return population_checkpoint(cfgs, runs_dir), landed_checkpoint(cfgs, runs_dir)
+
+
 def _is_row(r) -> bool:
     return (
         isinstance(r, (tuple, list))
@@ -132,7 +137,7 @@ def load_checkpoint(path: Path, device) -> dict | None:
 def latest_checkpoint(cfgs, runs_dir, device) -> tuple[dict | None, Path | None]:
     """The furthest resume state of the population (local or landed: more wall time behind it)."""
     found = []
-    for path in (population_checkpoint(cfgs, runs_dir), landed_checkpoint(cfgs, runs_dir)):
+    for path in checkpoint_places(cfgs, runs_dir):
         state = load_checkpoint(path, device)
         if state is not None:
             found.append((float(state.get("wall_s", 0.0)), state, path))
@@ -143,9 +148,8 @@ def latest_checkpoint(cfgs, runs_dir, device) -> tuple[dict | None, Path | None]
 
 
 def has_checkpoint(cfgs, runs_dir=None) -> bool:
-    return any(
-        p.is_file() for p in (population_checkpoint(cfgs, runs_dir), landed_checkpoint(cfgs, runs_dir))
-    )
+    """Whether the population has a checkpoint in either place."""
+    return any(p.is_file() for p in checkpoint_places(cfgs, runs_dir))
 
 
 def remove_checkpoint(path: Path) -> None:
@@ -157,7 +161,7 @@ def remove_checkpoint(path: Path) -> None:
 
 def remove_checkpoints(cfgs, runs_dir=None) -> None:
     """Delete both checkpoints of a population (the local one and the landed one)."""
-    for path in (population_checkpoint(cfgs, runs_dir), landed_checkpoint(cfgs, runs_dir)):
+    for path in checkpoint_places(cfgs, runs_dir):
         remove_checkpoint(path)
 
 

@@ -85,14 +85,15 @@ def paired_change(before, after) -> Comparison:
     return Comparison(float(d.mean()), _sem(d), (len(d), len(d)))
 
 
-def _window(num_tasks: int, share: int) -> int:
-    return max(1, int(num_tasks) // share)
+def late_window(num_tasks: int) -> int:
+    """How many tasks make "the last tenth" (or the first, or the best) of ``num_tasks``: at least one."""
+    return max(1, int(num_tasks) // 10)
 
 
 def late_scores(curves: pd.DataFrame) -> pd.Series:
     """Per run: the mean of ``value`` over the last tenth of its tasks (``curves``: run, task, value)."""
     rows = curves.sort_values("task")
-    return rows.groupby("run").value.agg(lambda v: float(v.iloc[-_window(len(v), 10) :].mean()))
+    return rows.groupby("run").value.agg(lambda v: float(v.iloc[-late_window(len(v)) :].mean()))
 
 
 def _best_window(mean: pd.Series, width: int) -> pd.Index:
@@ -109,7 +110,7 @@ def peak_scores(curves: pd.DataFrame) -> pd.Series:
     (with one run, on itself), so that a flat, noisy curve does not read as a fall because its
     best window was picked on the very noise it is then compared with.
     """
-    width = _window(curves.task.nunique(), 10)
+    width = late_window(curves.task.nunique())
     out = {}
     for run, mine in curves.groupby("run"):
         others = curves[curves.run != run] if curves.run.nunique() > 1 else mine
@@ -318,13 +319,13 @@ def judge_declines(name: str, curves: pd.DataFrame, measure: str = "score") -> V
 def first_scores(curves: pd.DataFrame) -> pd.Series:
     """Per run: the mean of ``value`` over the first tenth of its tasks."""
     rows = curves.sort_values("task")
-    return rows.groupby("run").value.agg(lambda v: float(v.iloc[: _window(len(v), 10)].mean()))
+    return rows.groupby("run").value.agg(lambda v: float(v.iloc[: late_window(len(v))].mean()))
 
 
 def _paired(curves: pd.DataFrame, before: pd.Series, after: pd.Series) -> Comparison:
     """``after - before`` per run, its SE the larger of the spread over runs and the task noise."""
     c = paired_change(before.reindex(after.index), after)
-    width = _window(curves.task.nunique(), 10)
+    width = late_window(curves.task.nunique())
     noise = _task_noise(curves).reindex(after.index)
     within = float(np.sqrt((2 * noise**2 / width).mean() / len(after))) if len(after) else float("nan")
     return Comparison(c.diff, max(c.se, within) if np.isfinite(c.se) else c.se, c.runs)

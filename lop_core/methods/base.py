@@ -175,6 +175,12 @@ def check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_at_least(cfg, name: str, low: float, note: str = "") -> None:
+    """The number hyperparameter ``name`` of ``cfg`` must be at least ``low`` (``note``: why, in words)."""
+    value = cfg.method_args[name]
+    check(value >= low, f"{cfg.method}: {name} must be >= {low:g}{note}, got {value}")
+
+
 def check_choice(cfg, name: str, choices) -> None:
     """The string hyperparameter ``name`` of ``cfg`` must be one of ``choices``."""
     value = cfg.method_args[name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lop_core.methods.base import Method, check
+from lop_core.methods.base import Method, check_at_least
 
 
 class Parseval(Method):
@@ -31,9 +31,8 @@ class Parseval(Method):
 
     @classmethod
     def validate(cls, cfg) -> None:
-        lam, s = cfg.method_args["parseval_lambda"], cfg.method_args["parseval_s"]
-        check(lam >= 0, f"parseval: parseval_lambda must be >= 0, got {lam}")
-        check(s >= 0, f"parseval: parseval_s must be >= 0 (0: each layer's initial scale), got {s}")
+        check_at_least(cfg, "parseval_lambda", 0)
+        check_at_least(cfg, "parseval_s", 0, " (0: each layer's initial scale)")
 
     def __init__(self, model, optimizer, cfgs, generators):
         super().__init__(model, optimizer, cfgs, generators)

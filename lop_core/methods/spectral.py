@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from lop_core.methods.base import Method, check
+from lop_core.methods.base import Method, check_at_least
 
 
 class Spectral(Method):
@@ -29,9 +29,8 @@ class Spectral(Method):
 
     @classmethod
     def validate(cls, cfg) -> None:
-        lam, k = cfg.method_args["spectral_lambda"], cfg.method_args["spectral_k"]
-        check(lam >= 0, f"spectral: spectral_lambda must be >= 0, got {lam}")
-        check(k >= 1, f"spectral: spectral_k must be >= 1, got {k}")
+        check_at_least(cfg, "spectral_lambda", 0)
+        check_at_least(cfg, "spectral_k", 1)
 
     def __init__(self, model, optimizer, cfgs, generators):
         super().__init__(model, optimizer, cfgs, generators)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from lop_core.methods.base import Method, check
+from lop_core.methods.base import Method, check_at_least
 
 
 class WeightClipping(Method):
@@ -30,10 +30,7 @@ class WeightClipping(Method):
 
     @classmethod
     def validate(cls, cfg) -> None:
-        kappa = cfg.method_args["kappa"]
-        check(
-            kappa >= 1, f"weight_clipping: kappa must be >= 1 (a multiple of the initial range), got {kappa}"
-        )
+        check_at_least(cfg, "kappa", 1, " (a multiple of the initial range)")
 
     def __init__(self, model, optimizer, cfgs, generators):
         super().__init__(model, optimizer, cfgs, generators)
